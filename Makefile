@@ -1,0 +1,38 @@
+# pastq: `make run` sets everything up and starts the system on the embedded defaults;
+# `make test` runs the test suite against the database DATABASE_URL names (SQLite by default).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint bench setup clean-venv
+
+# Reinstall whenever a requirements file changes.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pastq needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "Could not create $(VENV): install Python's venv module (Debian/Ubuntu: apt install python3-venv)"; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+setup: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	DEBUG=on $(PY) manage.py init_db --admin-email admin@example.com
+	DEBUG=on $(PY) manage.py seed_data --if-empty
+	@echo ""
+	@echo "pastq is running: admin at http://$(HOST):$(PORT)/admin/"
+	@echo "Log in as admin@example.com with the password init_db printed when it created the account;"
+	@echo "forgot it? DEBUG=on $(PY) manage.py changepassword admin@example.com"
+	@echo "Ctrl-C stops it."
+	DEBUG=on exec $(PY) manage.py runserver $(HOST):$(PORT)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

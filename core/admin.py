@@ -1,0 +1,277 @@
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django.utils import timezone
+from django.utils.html import format_html
+
+from core import services
+from core.models import (
+    Achievement,
+    ApiToken,
+    Attempt,
+    Choice,
+    ExamPaper,
+    PracticeSession,
+    Question,
+    SeedRecord,
+    StudentProfile,
+    Subject,
+    Topic,
+    User,
+)
+from notifications.models import NotificationPreference
+
+
+class StudentProfileInline(admin.StackedInline):
+    model = StudentProfile
+    can_delete = False
+    extra = 0
+
+
+class NotificationPreferenceInline(admin.StackedInline):
+    model = NotificationPreference
+    can_delete = False
+    extra = 0
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    ordering = ["email"]
+    list_display = ["email", "first_name", "last_name", "timezone", "is_staff", "is_demo",
+                    "last_login", "date_joined"]
+    list_filter = ["is_staff", "is_superuser", "is_active", "is_demo", "profile__level"]
+    search_fields = ["email", "first_name", "last_name"]
+    list_select_related = ["profile"]
+    readonly_fields = ["last_login", "date_joined"]
+    inlines = [StudentProfileInline, NotificationPreferenceInline]
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        ("Personal info", {"fields": ("first_name", "last_name", "is_demo")}),
+        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups",
+                                    "user_permissions")}),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = ((None, {"classes": ("wide",),
+                             "fields": ("email", "password1", "password2")}),)
+
+    @admin.display(description="Time zone", ordering="profile__timezone")
+    def timezone(self, obj):
+        profile = getattr(obj, "profile", None)
+        return profile.timezone if profile else "—"
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj else []
+
+
+class TopicInline(admin.TabularInline):
+    model = Topic
+    extra = 0
+    fields = ["name", "slug", "parent"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Subject)
+class SubjectAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "level", "is_active", "question_count"]
+    list_filter = ["level", "is_active"]
+    search_fields = ["code", "name"]
+    inlines = [TopicInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(question_count=Count("questions"))
+
+    @admin.display(description="Questions", ordering="question_count")
+    def question_count(self, obj):
+        return obj.question_count
+
+
+@admin.register(Topic)
+class TopicAdmin(admin.ModelAdmin):
+    list_display = ["name", "subject", "slug", "parent"]
+    list_filter = ["subject"]
+    search_fields = ["name", "slug"]
+    list_select_related = ["subject", "parent__subject"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(ExamPaper)
+class ExamPaperAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "exam_body", "subject", "year", "sitting", "paper_number"]
+    list_filter = ["exam_body", "subject", "year", "sitting"]
+    search_fields = ["exam_body"]
+    list_select_related = ["subject"]
+
+
+class ChoiceInlineFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        flags = [
+            form.cleaned_data.get("is_correct", False)
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        question_type = getattr(self.instance, "question_type", None)
+        try:
+            services.question_check_choices(question_type, flags)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from None
+
+
+class ChoiceInline(admin.TabularInline):
+    model = Choice
+    formset = ChoiceInlineFormSet
+    extra = 0
+    fields = ["label", "text", "is_correct"]
+
+
+@admin.register(Question)
+class QuestionAdmin(admin.ModelAdmin):
+    list_display = ["id", "short_text", "subject", "topic", "question_type", "difficulty",
+                    "status", "year", "embedding_status", "explanation_status"]
+    list_filter = ["status", "subject", "question_type", "difficulty", "embedding_status",
+                   "explanation_status", "metadata_status"]
+    search_fields = ["text", "content_hash"]
+    list_select_related = ["subject", "topic__subject"]
+    autocomplete_fields = ["paper"]
+    inlines = [ChoiceInline]
+    readonly_fields = ["content_hash", "source", "embedding_status", "explanation_status",
+                       "metadata_status", "ai_explanation", "ai_metadata", "ai_model", "ai_error",
+                       "processed_at", "created_at", "updated_at"]
+    fieldsets = (
+        (None, {"fields": ("subject", "topic", "paper", "year", "question_type", "text", "marks",
+                           "difficulty", "priority", "status", "answer", "explanation")}),
+        ("Provenance", {"fields": ("source", "content_hash", "created_at", "updated_at")}),
+        ("AI processing", {"fields": ("embedding_status", "explanation_status",
+                                      "metadata_status", "ai_explanation", "ai_metadata",
+                                      "ai_model", "ai_error", "processed_at")}),
+    )
+    actions = ["retire"]
+
+    @admin.display(description="Text")
+    def short_text(self, obj):
+        text = " ".join(obj.text.split())
+        return text[:80] + ("…" if len(text) > 80 else "")
+
+    def save_model(self, request, obj, form, change):
+        if not obj.content_hash:
+            obj.content_hash = services.question_content_hash(obj)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        try:
+            services.question_refresh_content_hash(form.instance)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.WARNING)
+
+    @admin.action(description="Retire selected questions (keeps their history)")
+    def retire(self, request, queryset):
+        for question in queryset:
+            services.question_retire(question)
+        self.message_user(request, f"{queryset.count()} questions retired.")
+
+
+@admin.register(PracticeSession)
+class PracticeSessionAdmin(admin.ModelAdmin):
+    list_display = ["id", "student", "subject", "mode", "status", "started_at", "question_count",
+                    "correct_count", "score"]
+    list_filter = ["status", "mode", "subject"]
+    search_fields = ["student__email"]
+    list_select_related = ["student", "subject"]
+    raw_id_fields = ["student"]
+    date_hierarchy = "started_at"
+    readonly_fields = ["question_count", "correct_count", "total_time_ms", "score"]
+
+
+@admin.register(Attempt)
+class AttemptAdmin(admin.ModelAdmin):
+    """Attempts are a record of what happened: read-only here."""
+
+    list_display = ["id", "student", "question_id", "is_correct", "time_taken_ms", "answered_at",
+                    "local_date", "attempt_number"]
+    list_filter = ["is_correct", "question__subject"]
+    search_fields = ["student__email"]
+    list_select_related = ["student"]
+    date_hierarchy = "local_date"
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ["user", "name", "expires_at"]
+
+    def clean_expires_at(self):
+        expires_at = self.cleaned_data["expires_at"]
+        if expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError("The expiry must be in the future.")
+        return expires_at
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "user", "created_at", "expires_at", "last_used_at",
+                    "revoked_at", "active"]
+    list_filter = ["revoked_at"]
+    search_fields = ["user__email", "name", "prefix"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["user", "name", "prefix", "created_at", "expires_at", "last_used_at",
+                       "revoked_at"]
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj else []
+
+    def get_fields(self, request, obj=None):
+        return ["user", "name", "expires_at"] if obj is None else self.readonly_fields
+
+    @admin.display(boolean=True)
+    def active(self, obj):
+        return obj.is_active
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        token, raw = services.api_token_issue(
+            user=obj.user, name=obj.name, expires_at=obj.expires_at)
+        obj.pk = token.pk
+        self.message_user(
+            request,
+            format_html("Token issued. Copy it now, it is not shown again: <code>{}</code>", raw),
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        revoked = sum(services.api_token_revoke(token) for token in queryset)
+        self.message_user(request, f"{revoked} tokens revoked.")
+
+
+@admin.register(Achievement)
+class AchievementAdmin(admin.ModelAdmin):
+    list_display = ["code", "title", "kind", "threshold", "is_active"]
+    list_filter = ["kind", "is_active"]
+    search_fields = ["code", "title"]
+
+
+@admin.register(SeedRecord)
+class SeedRecordAdmin(admin.ModelAdmin):
+    list_display = ["part", "parameters", "counts", "created_at"]
+    readonly_fields = ["part", "parameters", "counts", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
