@@ -25,8 +25,8 @@ run: $(VENV)/.installed
 	@echo "pastq is running: admin at http://$(HOST):$(PORT)/admin/"
 	@echo "Log in as admin@example.com with the password init_db printed when it created the account;"
 	@echo "forgot it? DEBUG=on $(PY) manage.py changepassword admin@example.com"
-	@echo "Ctrl-C stops it."
-	DEBUG=on exec $(PY) manage.py runserver $(HOST):$(PORT)
+	@echo "The job worker (qcluster) runs beside it; Ctrl-C stops both."
+	@DEBUG=on PY=$(PY) ADDR=$(HOST):$(PORT) exec scripts/run-dev.sh
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -275,3 +275,46 @@ class SeedRecordAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# --- Job records (core/jobs.py, core/ops.py): read-only; the operations page acts on them -----
+
+from core.models import JobRun, OpsAlert, QueueHeartbeat  # noqa: E402
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records of what happened: viewable (and deletable), never added or edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = ["job", "queue", "attempt", "outcome", "started_at", "duration_ms",
+                    "retry_delay_s", "host"]
+    list_filter = ["outcome", "queue", "job"]
+    search_fields = ["job", "chain", "task_id"]
+    date_hierarchy = "started_at"
+    show_full_result_count = False
+
+
+@admin.register(OpsAlert)
+class OpsAlertAdmin(ReadOnlyAdmin):
+    list_display = ["summary", "key", "opened_at", "resolved_at", "is_open"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["key", "summary"]
+    date_hierarchy = "opened_at"
+
+    @admin.display(boolean=True, description="Open", ordering="resolved_at")
+    def is_open(self, obj):
+        return obj.resolved_at is None
+
+
+@admin.register(QueueHeartbeat)
+class QueueHeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["queue", "beat_at", "host", "pid"]
+    ordering = ["queue"]

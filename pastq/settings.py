@@ -43,13 +43,14 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "pastq.apps.PastqAdminConfig",  # the admin, with the operations page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django_q",
     "core",
     "analytics",
     "notifications",
@@ -108,9 +109,11 @@ def _tune_database(db: dict) -> dict:
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
         )
     elif db["ENGINE"] in ("django.db.backends.postgresql",):
-        db.setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-        db["CONN_HEALTH_CHECKS"] = True
         db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+    # Persistent connections: django-q's ORM broker calls close_old_connections() before every
+    # queue operation, so with CONN_MAX_AGE=0 it reconnects almost every time (bench/queue.py).
+    db.setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    db["CONN_HEALTH_CHECKS"] = True
     return db
 
 
@@ -192,5 +195,64 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+    },
+}
+
+# --- Jobs (django-q2, ORM broker) -----------------------------------------------------------
+# Each queue: workers and a time limit in seconds. On one machine one cluster serves them all;
+# with PASTQ_QUEUE_ROUTING on, each queue runs as its own cluster:
+#   Q_CLUSTER_NAME=<queue> python manage.py qcluster
+PASTQ_QUEUES = {
+    "question_processing": {"workers": 2, "timeout": 300},
+    "analytics": {"workers": 1, "timeout": 900},
+    "maintenance": {"workers": 1, "timeout": 1800},
+    "notifications": {"workers": 2, "timeout": 300},
+}
+PASTQ_QUEUE_ROUTING = env.bool("PASTQ_QUEUE_ROUTING", default=False)
+PASTQ_CLUSTER = "pastq"  # the shared django-q `name`: also the salt that signs task payloads
+PASTQ_RETRY_BASE_SECONDS = env.float("PASTQ_RETRY_BASE_SECONDS", default=60.0)
+PASTQ_STALL_SECONDS = env.int("PASTQ_STALL_SECONDS", default=600)
+
+_workers_override = env.int("PASTQ_WORKERS", default=0)
+_timeout_override = env.int("PASTQ_TASK_TIMEOUT", default=0)
+_retry_override = env.int("PASTQ_TASK_RETRY", default=0)
+for _queue in PASTQ_QUEUES.values():
+    _queue["workers"] = _workers_override or _queue["workers"]
+    _queue["timeout"] = _timeout_override or _queue["timeout"]
+
+_on_sqlite = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+
+
+def _cluster_options(workers: int, timeout: int) -> dict:
+    # A task leaves the ORM queue locked for `retry` seconds; a task still unacknowledged then is
+    # delivered again. The pusher holds up to `queue_limit` (= workers) tasks while the workers
+    # are busy, so a task can wait one time limit before it starts and run one more: `retry`
+    # must exceed twice the time limit, or a slow task would run twice.
+    retry = _retry_override or 2 * timeout + 60
+    if retry <= timeout:
+        raise ImproperlyConfigured(
+            f"PASTQ_TASK_RETRY ({retry}s) must exceed the task time limit ({timeout}s).")
+    return {"workers": workers, "timeout": timeout, "retry": retry, "queue_limit": workers}
+
+
+Q_CLUSTER = {
+    "name": PASTQ_CLUSTER,
+    "orm": "default",  # the ORM broker: delivery receipts, one database for data and queue
+    **_cluster_options(
+        _workers_override or 2, max(q["timeout"] for q in PASTQ_QUEUES.values())),
+    "ack_failures": True,  # a failed task is not redelivered blindly: core.jobs decides retries
+    "max_attempts": 1,
+    "catch_up": False,  # after downtime a schedule runs once, not once per missed slot
+    "save_limit": 1000,  # successful results kept by django-q (JobRun keeps the history)
+    "recycle": 500,
+    "max_rss": 512_000,  # KiB: a worker that grew past 500 MB is replaced after its task
+    # SQLite: slower polling and status saves, so an idle cluster does not hold the write lock.
+    "poll": 1.0 if _on_sqlite else 0.2,
+    "guard_cycle": 1.5 if _on_sqlite else 0.5,
+    "cache": "default",
+    "label": "Jobs (django-q2)",
+    "ALT_CLUSTERS": {
+        name: _cluster_options(spec["workers"], spec["timeout"])
+        for name, spec in PASTQ_QUEUES.items()
     },
 }

@@ -1,0 +1,24 @@
+"""Tasks the queue benchmark runs: plain functions (django-q alone) and pastq jobs (with the
+JobRun record and retry plumbing around them)."""
+
+import time
+
+from core.jobs import NO_RETRY, job
+
+
+def noop():
+    return None
+
+
+def sleep_10ms():
+    time.sleep(0.01)
+
+
+@job(queue="analytics", retry=NO_RETRY)
+def job_noop():
+    return None
+
+
+@job(queue="analytics", retry=NO_RETRY)
+def job_sleep_10ms():
+    time.sleep(0.01)

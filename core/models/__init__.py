@@ -1,0 +1,22 @@
+"""Models of the core app: the domain (domain.py) and the job plumbing's records (jobs.py)."""
+
+from core.models.domain import *  # noqa: F403
+from core.models.domain import (  # noqa: F401  (explicit names for tools and readers)
+    Achievement,
+    ApiToken,
+    Attempt,
+    Choice,
+    Difficulty,
+    ExamPaper,
+    PracticeSession,
+    ProcessingStatus,
+    Question,
+    SeedRecord,
+    StudentProfile,
+    Subject,
+    Topic,
+    User,
+    UserManager,
+    validate_timezone,
+)
+from core.models.jobs import JobRun, OpsAlert, PausedSchedule, QueueHeartbeat  # noqa: F401

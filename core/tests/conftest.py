@@ -1,0 +1,76 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url_of_test_database() -> str:
+    """The URL a subprocess needs to open the database this test runs against."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{db['NAME']}"
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def qcluster(tmp_path):
+    """Start `manage.py qcluster` subprocesses against the test database, with small, fast
+    worker settings; they are stopped (SIGTERM, then SIGKILL) when the test ends. Their output
+    goes to a log file, printed when a test fails."""
+    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(
+            ("file:memorydb", ":memory:")):
+        pytest.skip("needs a file-backed test database")
+    started = []
+
+    def start(name: str = "cluster", **env) -> subprocess.Popen:
+        log = (tmp_path / f"{name}.log").open("w")
+        full_env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "pastq.test_settings",
+            "DATABASE_URL": database_url_of_test_database(),
+            "PASTQ_VAR_DIR": str(settings.VAR_DIR),
+            "PASTQ_WORKERS": "1",
+            "PASTQ_TASK_TIMEOUT": "10",
+            "PASTQ_TASK_RETRY": "25",
+            "PASTQ_RETRY_BASE_SECONDS": "1",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"], cwd=ROOT, env=full_env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        started.append((name, process, tmp_path / f"{name}.log"))
+        return process
+
+    yield start
+    for _, process, _ in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # qcluster stops its own processes gracefully
+    for name, process, log in started:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        print(f"----- {name} log -----\n{log.read_text()[-6000:]}")
