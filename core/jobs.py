@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.exceptions import TimeoutException
@@ -206,13 +205,18 @@ def _execute(spec: JobSpec, args: tuple, kwargs: dict):
     task_id = task.get("id", "")
     now = timezone.now()
 
-    if task_id and _is_duplicate_delivery(task_id, spec, now):
+    # Earlier deliveries of this very task (one query; none in the common case): a worker
+    # died running it, or another worker is running it now.
+    earlier = list(JobRun.objects.filter(task_id=task_id)) if task_id else []
+    if _is_duplicate_delivery(earlier, spec, now):
         logger.warning("event=duplicate job=%s task_id=%s: another worker is running it",
                        spec.name, task_id)
         return {"skipped": "duplicate delivery"}
-
-    chain = meta.get("chain") or _chain_of(task_id) or task_id or uuid.uuid4().hex
-    attempt = (JobRun.objects.filter(chain=chain).aggregate(n=Max("attempt"))["n"] or 0) + 1
+    if earlier:
+        chain, attempt = earlier[0].chain, max(r.attempt for r in earlier) + 1
+    else:
+        chain = meta.get("chain") or task_id or uuid.uuid4().hex
+        attempt = meta.get("attempt", 1)
     base = dict(job=spec.name, queue=spec.queue, chain=chain, attempt=attempt, task_id=task_id,
                 args=list(args), kwargs=kwargs, host=socket.gethostname(), pid=os.getpid(),
                 enqueued_at=task.get("started"), started_at=now)
@@ -252,35 +256,29 @@ def _execute(spec: JobSpec, args: tuple, kwargs: dict):
     return result
 
 
-def _is_duplicate_delivery(task_id: str, spec: JobSpec, now) -> bool:
-    """Earlier deliveries of this very task still marked running: if one is within its time
-    limit another worker is on it (skip); otherwise its worker died (mark it lost)."""
+def _is_duplicate_delivery(earlier: list, spec: JobSpec, now) -> bool:
+    """Earlier deliveries of this task still marked running: if one is within its time limit
+    another worker is on it (skip this one); otherwise its worker died (mark it lost)."""
     from core.models import JobRun
 
-    # A redelivery comes only after the broker's lock expired (`retry`, more than twice the time
-    # limit), by which time the guard has killed any delivery that ran past its limit. An
-    # earlier delivery still "running" within its limit means two workers got the same task
-    # (a misconfigured retry, clock skew between machines): leave it to that worker.
+    # A redelivery comes only after the broker's lock expired (`retry`, several time limits),
+    # by which time the guard has killed any delivery that ran past its limit. An earlier
+    # delivery still "running" within its limit means two workers got the same task (a
+    # misconfigured retry, clock skew between machines): leave it to that worker.
     grace = spec.time_limit + 5
     duplicate = False
-    for earlier in JobRun.objects.filter(task_id=task_id, outcome=JobRun.Outcome.RUNNING):
-        if (now - earlier.started_at).total_seconds() < grace and earlier.pid != os.getpid():
+    for run in earlier:
+        if run.outcome != JobRun.Outcome.RUNNING:
+            continue
+        if (now - run.started_at).total_seconds() < grace and run.pid != os.getpid():
             duplicate = True
             continue
-        earlier.outcome = JobRun.Outcome.LOST
-        earlier.finished_at = now
-        earlier.error = "The worker running it died, or its time limit passed with no result."
-        earlier.save(update_fields=["outcome", "finished_at", "error"])
-        _log("lost", earlier)
+        run.outcome = JobRun.Outcome.LOST
+        run.finished_at = now
+        run.error = "The worker running it died, or its time limit passed with no result."
+        run.save(update_fields=["outcome", "finished_at", "error"])
+        _log("lost", run)
     return duplicate
-
-
-def _chain_of(task_id: str) -> str | None:
-    from core.models import JobRun
-
-    if not task_id:
-        return None
-    return JobRun.objects.filter(task_id=task_id).values_list("chain", flat=True).first()
 
 
 def _finish(run, outcome, **fields) -> None:

@@ -72,13 +72,17 @@ def cluster_watch() -> list[str]:
 
 
 def job_records_prune(*, days: int) -> dict:
-    """JobRun rows finished more than `days` ago, and resolved alerts as old."""
+    """JobRun rows finished more than `days` ago, django-q's task results as old (it keeps
+    them all: save_limit 0) and resolved alerts as old."""
+    from django_q.models import Task
+
     if days < 1:
         raise ValueError("Keep at least one day of job records.")
     cutoff = timezone.now() - datetime.timedelta(days=days)
     runs, _ = JobRun.objects.filter(finished_at__lt=cutoff).delete()
+    results, _ = Task.objects.filter(stopped__lt=cutoff).delete()
     alerts, _ = OpsAlert.objects.filter(resolved_at__lt=cutoff).delete()
-    return {"job_runs_deleted": runs, "alerts_deleted": alerts}
+    return {"job_runs_deleted": runs, "task_results_deleted": results, "alerts_deleted": alerts}
 
 
 # --- Schedules ------------------------------------------------------------------------------

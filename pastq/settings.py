@@ -113,7 +113,7 @@ def _tune_database(db: dict) -> dict:
     # Persistent connections: django-q's ORM broker calls close_old_connections() before every
     # queue operation, so with CONN_MAX_AGE=0 it reconnects almost every time (bench/queue.py).
     db.setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-    db["CONN_HEALTH_CHECKS"] = True
+    db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
     return db
 
 
@@ -225,10 +225,11 @@ _on_sqlite = DATABASES["default"]["ENGINE"].endswith("sqlite3")
 
 def _cluster_options(workers: int, timeout: int) -> dict:
     # A task leaves the ORM queue locked for `retry` seconds; a task still unacknowledged then is
-    # delivered again. The pusher holds up to `queue_limit` (= workers) tasks while the workers
-    # are busy, so a task can wait one time limit before it starts and run one more: `retry`
-    # must exceed twice the time limit, or a slow task would run twice.
-    retry = _retry_override or 2 * timeout + 60
+    # delivered again. The pusher holds up to `queue_limit` (= workers) taken tasks in the
+    # cluster's local queue plus one it is handing over, so a taken task may wait two time
+    # limits before it starts, then run one: `retry` must exceed three time limits, or a slow
+    # task could be delivered twice.
+    retry = _retry_override or 3 * timeout + 60
     if retry <= timeout:
         raise ImproperlyConfigured(
             f"PASTQ_TASK_RETRY ({retry}s) must exceed the task time limit ({timeout}s).")
@@ -243,7 +244,10 @@ Q_CLUSTER = {
     "ack_failures": True,  # a failed task is not redelivered blindly: core.jobs decides retries
     "max_attempts": 1,
     "catch_up": False,  # after downtime a schedule runs once, not once per missed slot
-    "save_limit": 1000,  # successful results kept by django-q (JobRun keeps the history)
+    # Keep every result: with a limit, django-q prunes on every task by reading up to that many
+    # rows (at 1000 it cut throughput from ~400 to ~115 tasks/s on PostgreSQL, bench/queue.py).
+    # core.tasks.job_runs_prune deletes results older than the retention instead.
+    "save_limit": 0,
     "recycle": 500,
     "max_rss": 512_000,  # KiB: a worker that grew past 500 MB is replaced after its task
     # SQLite: slower polling and status saves, so an idle cluster does not hold the write lock.
@@ -251,6 +255,7 @@ Q_CLUSTER = {
     "guard_cycle": 1.5 if _on_sqlite else 0.5,
     "cache": "default",
     "label": "Jobs (django-q2)",
+    "log_level": env.str("Q_LOG_LEVEL", default="INFO"),
     "ALT_CLUSTERS": {
         name: _cluster_options(spec["workers"], spec["timeout"])
         for name, spec in PASTQ_QUEUES.items()

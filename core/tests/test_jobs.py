@@ -146,3 +146,9 @@ def test_a_job_can_run_on_another_queue():
     assert run.queue == "analytics"
     from core.models import QueueHeartbeat
     assert QueueHeartbeat.objects.get().queue == "analytics"
+
+
+def test_the_run_record_costs_three_queries(django_assert_num_queries):
+    # Look for earlier deliveries, insert the run, finish it: whatever the job does besides.
+    with django_assert_num_queries(3):
+        _deliver(NOOP, 1, task_id="f" * 32)
