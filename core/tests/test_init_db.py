@@ -67,3 +67,18 @@ def test_existing_non_superuser_is_not_promoted(run_command, catalogue):
     assert code == 1
     assert "is not a superuser" in err
     assert not User.objects.get().is_superuser
+
+
+@pytest.mark.django_db
+def test_on_a_terminal_the_password_is_asked_twice_and_validated(run_command, monkeypatch):
+    from core.management.commands import init_db
+
+    answers = iter(["short", "short", "a-Long-enough-pass-9", "different", "a-Long-enough-pass-9",
+                    "a-Long-enough-pass-9"])
+    monkeypatch.setattr(init_db, "is_interactive", lambda: True)
+    monkeypatch.setattr(init_db.getpass, "getpass", lambda prompt="": next(answers))
+    code, out, err = run_command("init_db", "--admin-email", "admin@example.com")
+    assert code == 0
+    assert "too short" in err and "differ" in err
+    assert User.objects.get().check_password("a-Long-enough-pass-9")
+    assert "shown this once" not in out

@@ -176,3 +176,17 @@ def test_given_password_is_used_for_named_students(catalogue, run_command):
     run_command("seed_data", *SMALL, "--password", "demo-Pass-2024")
     amara = User.objects.get(email="amara.okafor@example.com")
     assert amara.check_password("demo-Pass-2024")
+
+
+def test_on_a_terminal_different_flags_ask_before_reseeding(catalogue, run_command, monkeypatch):
+    from core.management.commands import seed_data
+
+    run_command("seed_data", *SMALL)
+    monkeypatch.setattr(seed_data, "is_interactive", lambda: True)
+    changed = ("--users", "1", "--days", "5", "--end-date", END, "--seed", "7", "--force")
+    code, _, err = run_command("seed_data", *changed, stdin_text="n\n")
+    assert code == 1 and "Nothing changed" in err
+    assert User.objects.filter(is_demo=True).count() == 5
+    code, _, _ = run_command("seed_data", *changed, stdin_text="y\n")
+    assert code == 0
+    assert User.objects.filter(is_demo=True).count() == 4
