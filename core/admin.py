@@ -13,8 +13,11 @@ from core.models import (
     Attempt,
     Choice,
     ExamPaper,
+    JobRun,
+    OpsAlert,
     PracticeSession,
     Question,
+    QueueHeartbeat,
     SeedRecord,
     StudentProfile,
     Subject,
@@ -278,8 +281,6 @@ class SeedRecordAdmin(admin.ModelAdmin):
 
 
 # --- Job records (core/jobs.py, core/ops.py): read-only; the operations page acts on them -----
-
-from core.models import JobRun, OpsAlert, QueueHeartbeat  # noqa: E402
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
