@@ -171,9 +171,8 @@ class QuestionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retire selected questions (keeps their history)")
     def retire(self, request, queryset):
-        for question in queryset:
-            services.question_retire(question)
-        self.message_user(request, f"{queryset.count()} questions retired.")
+        retired = services.questions_retire(queryset)
+        self.message_user(request, f"{retired} questions retired.")
 
 
 @admin.register(PracticeSession)

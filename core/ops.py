@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 
-from django.conf import settings
 from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -160,10 +159,6 @@ def queue_purge(key: str) -> int:
     deleted, _ = OrmQ.objects.filter(key=key, lock__lte=timezone.now()).delete()
     logger.warning("queue purged key=%s tasks=%s", key, deleted)
     return deleted
-
-
-def stall_threshold() -> int:
-    return settings.PASTQ_STALL_SECONDS
 
 
 # --- The periodic schedule ------------------------------------------------------------------

@@ -357,6 +357,33 @@ def seed_activity(
     )
 
 
+# --- The whole world ------------------------------------------------------------------------
+
+
+def seed_world(
+    params: SeedParameters, parts: list[str], *, password: str | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> SeedReport:
+    """Seed the parts asked for, in order, skipping those already seeded with these
+    parameters. Activity needs the students seeded with the same parameters."""
+    report = SeedReport()
+    for part in parts:
+        if seed_already_done(part, params):
+            report.skipped_parts.append(str(part))
+            continue
+        if part == SeedRecord.Part.QUESTIONS:
+            seed_questions(report)
+        elif part == SeedRecord.Part.USERS:
+            seed_users(params, report, password=password)
+        else:
+            if not seed_already_done(SeedRecord.Part.USERS, params):
+                raise SeedDataError(
+                    "Activity needs the demo students seeded with the same --users and --seed: "
+                    "seed them first (--only users).")
+            seed_activity(params, report, progress=progress)
+    return report
+
+
 # --- Reset ----------------------------------------------------------------------------------
 
 

@@ -130,10 +130,11 @@ def question_check_choices(question_type: str, correct_flags: Iterable[bool]) ->
         raise ValidationError("Only multiple-choice and true/false questions have choices.")
 
 
-def question_retire(question: Question) -> None:
-    """Questions that were answered are retired, never deleted (attempts protect them)."""
-    question.status = Question.Status.RETIRED
-    question.save(update_fields=["status", "updated_at"])
+def questions_retire(questions) -> int:
+    """Questions that were answered are retired, never deleted (attempts protect them).
+    One UPDATE for the whole queryset; returns how many changed."""
+    return questions.exclude(status=Question.Status.RETIRED).update(
+        status=Question.Status.RETIRED, updated_at=timezone.now())
 
 
 @dataclass

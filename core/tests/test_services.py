@@ -184,3 +184,13 @@ def test_api_token_needs_name_and_future_expiry(student):
         api_token_issue(user=student, name=" ")
     with pytest.raises(ValidationError):
         api_token_issue(user=student, name="x", expires_at=timezone.now())
+
+
+def test_retiring_questions_is_one_update(catalogue, django_assert_num_queries):
+    from core.services import questions_retire
+
+    for _ in range(5):
+        make_question()
+    with django_assert_num_queries(1):
+        assert questions_retire(Question.objects.all()) == 5
+    assert set(Question.objects.values_list("status", flat=True)) == {"retired"}

@@ -11,14 +11,10 @@ from core.models import Question, SeedRecord
 from core.seeding import (
     SeedDataError,
     SeedParameters,
-    SeedReport,
-    seed_activity,
-    seed_already_done,
     seed_conflicts,
-    seed_questions,
     seed_recorded_end_date,
     seed_reset,
-    seed_users,
+    seed_world,
 )
 
 PARTS = [SeedRecord.Part.QUESTIONS, SeedRecord.Part.USERS, SeedRecord.Part.ACTIVITY]
@@ -109,22 +105,9 @@ class Command(BaseCommand):
                 seed_reset(dry_run=False)
 
         started = time.monotonic()
-        report = SeedReport()
         try:
-            for part in parts:
-                if seed_already_done(part, params):
-                    report.skipped_parts.append(part.value)
-                    continue
-                if part == SeedRecord.Part.QUESTIONS:
-                    seed_questions(report)
-                elif part == SeedRecord.Part.USERS:
-                    seed_users(params, report, password=options["password"])
-                else:
-                    if not seed_already_done(SeedRecord.Part.USERS, params):
-                        raise SeedDataError(
-                            "Activity needs the demo students seeded with the same --users and "
-                            "--seed: seed them first (--only users).")
-                    seed_activity(params, report, progress=self._progress)
+            report = seed_world(params, parts, password=options["password"],
+                                progress=self._progress)
         except SeedDataError as exc:
             raise CommandError(str(exc)) from None
         self._summarise(report, params, time.monotonic() - started)
