@@ -19,17 +19,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 setup: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	DEBUG=on $(PY) manage.py init_db --admin-email admin@example.com
+	DEBUG=on $(PY) manage.py init_db --admin-email admin@example.com --no-input
 	DEBUG=on $(PY) manage.py seed_data --if-empty
 	@echo ""
-	@echo "pastq is running: admin at http://$(HOST):$(PORT)/admin/"
-	@echo "Log in as admin@example.com with the password init_db printed when it created the account;"
-	@echo "forgot it? DEBUG=on $(PY) manage.py changepassword admin@example.com"
-	@echo "The job worker (qcluster) runs beside it; Ctrl-C stops both."
-	@DEBUG=on PY=$(PY) ADDR=$(HOST):$(PORT) exec scripts/run-dev.sh
+	@echo "pastq is starting: admin at http://$(HOST):$(PORT)/admin/ (operations: /admin/operations/)"
+	@echo "Log in as admin@example.com with the password init_db printed above when it created"
+	@echo "the account (it is shown once); forgot it? DEBUG=on $(PY) manage.py changepassword admin@example.com"
+	@echo "The web server, the job worker (qcluster) and the health watcher run under honcho; Ctrl-C stops them all."
+	@DEBUG=on PY=$(PY) ADDR=$(HOST):$(PORT) exec $(VENV)/bin/honcho --no-colour -f Procfile start
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -2,5 +2,18 @@ from django.apps import AppConfig
 
 
 class MaintenanceConfig(AppConfig):
+    """Watching and operating the system: the operations page, alerts, health checks, pruning.
+    It may read every app; no app imports it."""
+
     default_auto_field = "django.db.models.BigAutoField"
     name = "maintenance"
+
+    def ready(self):
+        from core.jobs import signals as job_signals  # noqa: PLC0415  (app loading)
+        from maintenance import alerts  # noqa: PLC0415  (app loading: it imports models)
+
+        job_signals.job_gave_up.connect(alerts.on_job_gave_up, dispatch_uid="pastq-gave-up")
+        job_signals.job_succeeded.connect(alerts.on_job_succeeded,
+                                          dispatch_uid="pastq-succeeded")
+        job_signals.task_undeliverable.connect(alerts.on_task_undeliverable,
+                                               dispatch_uid="pastq-undeliverable")

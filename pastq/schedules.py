@@ -1,36 +1,18 @@
-"""The one table of periodic jobs. `manage.py sync_schedules` (run by init_db) writes it into
-django-q's Schedule rows, named with the managed prefix; times are UTC cron expressions.
+"""The one table of periodic jobs (UTC cron). `manage.py sync_schedules` (run by init_db) writes
+it into django-q's Schedule rows, named with the managed prefix `pastq:`. Each job runs on its
+own queue (declared with @job).
 
-Add a row only for a task that exists: a test imports every dotted path here.
+Plain data: the plumbing reads it through the PASTQ_SCHEDULES setting, and a test imports every
+task here, so add a row only for a task that exists.
 """
 
-from dataclasses import dataclass, field
-
-from django.conf import settings
-
-MANAGED_PREFIX = "pastq:"
-
-
-@dataclass(frozen=True)
-class Periodic:
-    name: str
-    task: str
-    cron: str
-    queue: str
-    kwargs: dict = field(default_factory=dict)
-    description: str = ""
-
-    @property
-    def schedule_name(self) -> str:
-        return MANAGED_PREFIX + self.name
-
+from core.jobs.schedules import Periodic
 
 SCHEDULES: list[Periodic] = [
-    *[
-        Periodic(f"heartbeat:{queue}", "core.tasks.heartbeat", "* * * * *", queue,
-                 {"queue": queue}, "cluster liveness; also watches the other queues for stalls")
-        for queue in settings.PASTQ_QUEUES
-    ],
-    Periodic("job-records-prune", "core.tasks.job_runs_prune", "45 3 * * *", "maintenance",
-             {}, "delete finished job records and resolved alerts past their retention"),
+    Periodic("health-checks", "maintenance.tasks.health_checks", "*/5 * * * *",
+             description="queues served and moving; alerts the staff (health_check from "
+                         "outside watches the cluster itself)"),
+    Periodic("job-records-prune", "maintenance.tasks.job_records_prune", "45 3 * * *",
+             description="delete finished job records, task results, old presences and "
+                         "resolved alerts past their retention"),
 ]

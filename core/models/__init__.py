@@ -1,4 +1,5 @@
-"""Models of the core app: the domain (domain.py) and the job plumbing's records (jobs.py)."""
+"""Models of the core app: the domain (domain.py) and the job plumbing's records, which live
+with the plumbing (core/jobs/models.py) and are registered here."""
 
 from core.models.domain import *  # noqa: F403
 from core.models.domain import (  # noqa: F401  (explicit names for tools and readers)
@@ -19,4 +20,4 @@ from core.models.domain import (  # noqa: F401  (explicit names for tools and re
     UserManager,
     validate_timezone,
 )
-from core.models.jobs import JobRun, OpsAlert, PausedSchedule, QueueHeartbeat  # noqa: F401
+from core.jobs.models import ClusterPresence, JobRun  # noqa: F401

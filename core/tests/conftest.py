@@ -23,6 +23,22 @@ def database_url_of_test_database() -> str:
     return f"postgres://{user}@{host}:{port}/{db['NAME']}"
 
 
+def deliver(package: dict):
+    """Run a task package the way django-q's worker does: pre_execute announces the package to
+    the job plumbing, then the function is called with its arguments."""
+    from django.utils.module_loading import import_string
+
+    from core.jobs import execution
+
+    package.setdefault("args", ())
+    package.setdefault("kwargs", {})
+    execution.remember_current_task(None, task=package)
+    try:
+        return import_string(package["func"])(*package["args"], **package["kwargs"])
+    finally:
+        execution.forget_current_task(None)
+
+
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -50,13 +66,21 @@ def qcluster(tmp_path):
             "DJANGO_SETTINGS_MODULE": "pastq.test_settings",
             "DATABASE_URL": database_url_of_test_database(),
             "PASTQ_VAR_DIR": str(settings.VAR_DIR),
-            "PASTQ_WORKERS": "1",
-            "PASTQ_TASK_TIMEOUT": "10",
-            "PASTQ_TASK_RETRY": "25",
+            "PASTQ_WORKERS": "2",
+            "PASTQ_TASK_TIMEOUT": "30",
             "PASTQ_RETRY_BASE_SECONDS": "1",
+            # Fast clocks: leases, presence, the scheduler and the wedge watch in seconds.
+            "PASTQ_LEASE_SECONDS": "6",
+            "PASTQ_LEASE_RENEW_SECONDS": "1",
+            "PASTQ_PRESENCE_SECONDS": "1",
+            "PASTQ_PRESENCE_STALE_SECONDS": "5",
+            "PASTQ_SCHEDULER_SECONDS": "1",
+            "PASTQ_WEDGE_SECONDS": "3",
+            "PASTQ_STOP_GRACE_SECONDS": "3",
             "PYTHONUNBUFFERED": "1",
             **env,
         }
+        full_env = {name: value for name, value in full_env.items() if value is not None}
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "qcluster"], cwd=ROOT, env=full_env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

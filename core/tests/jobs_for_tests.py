@@ -1,5 +1,6 @@
 """Jobs the worker tests enqueue: importable by a qcluster subprocess, like any task module."""
 
+import os
 import time
 
 from django.core.cache import cache
@@ -39,3 +40,19 @@ def session_insert_slowly(student_id: int, flag: str, sleep_s: float) -> dict:
         if first_delivery:
             time.sleep(sleep_s)
     return {"session": session.pk}
+
+
+@job(queue="maintenance", retry=RetryPolicy(max_attempts=3))
+def sleep_for(seconds: float, key: str = "") -> dict:
+    """Sleeps; records each start (pid, time) in the cache under `key`."""
+    if key:
+        with transaction.atomic():
+            cache.set(key, [*cache.get(key, []), (os.getpid(), time.time())], None)
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@job(queue="analytics", retry=RetryPolicy(max_attempts=1))
+def echo_options(**options) -> dict:
+    """Returns its keyword arguments: they must arrive whatever their names."""
+    return options

@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from core.ops import schedules_sync
+from core.jobs.schedules import schedules_sync
 
 
 class Command(BaseCommand):
@@ -17,7 +17,10 @@ class Command(BaseCommand):
                             help="Show what would change, change nothing.")
 
     def handle(self, *args, dry_run=False, **options):
-        changes = schedules_sync(dry_run=dry_run)
+        try:
+            changes = schedules_sync(dry_run=dry_run)
+        except ValueError as exc:
+            raise CommandError(f"The schedule table is wrong: {exc}") from None
         for line in changes:
             self.stdout.write(f"  {'would ' if dry_run else ''}{line}")
         if not changes:
