@@ -13,28 +13,60 @@ from core.models import (
     Attempt,
     Choice,
     ExamPaper,
-    JobRun,
-    OpsAlert,
     PracticeSession,
     Question,
-    QueueHeartbeat,
     SeedRecord,
     StudentProfile,
     Subject,
     Topic,
     User,
 )
-from notifications.models import NotificationPreference
+
+# The relations each model's __str__ reads (keep in step with core/models/domain.py). A <select>
+# of them loads these in the same query; otherwise every option's label costs a query.
+LABEL_RELATIONS = {
+    Topic: ("subject",),
+    ExamPaper: ("subject",),
+    Question: ("subject",),
+    PracticeSession: ("student",),
+}
+
+
+class OneQueryPerSelect:
+    """For ModelAdmins and inlines: each foreign-key <select> costs one query, whatever the
+    number of options. In an inline every row offers the same options, so they are loaded once
+    for the page and shared by the rows, instead of once per row; and the rows come with what
+    their own labels read (a tabular inline shows each row's label)."""
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        relations = LABEL_RELATIONS.get(self.model)
+        # Inlines only: a changelist applies list_select_related only to a queryset that has no
+        # select_related yet. And never select_related() without names: that follows every key.
+        if relations and isinstance(self, admin.options.InlineModelAdmin):
+            queryset = queryset.select_related(*relations)
+        return queryset
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        relations = LABEL_RELATIONS.get(db_field.related_model)
+        if relations and "queryset" not in kwargs:
+            queryset = self.get_field_queryset(kwargs.get("using"), db_field, request)
+            if queryset is None:
+                queryset = db_field.related_model._default_manager.using(kwargs.get("using"))
+            kwargs["queryset"] = queryset.select_related(*relations)
+        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if (isinstance(self, admin.options.InlineModelAdmin) and formfield is not None
+                and isinstance(formfield.widget, forms.Select)
+                and db_field.name not in self.get_autocomplete_fields(request)):
+            # A list, once set, is what every row's copy of the field renders (Django's
+            # ModelChoiceField only queries when no choices were set). Not for an autocomplete,
+            # which renders only the chosen option.
+            formfield.choices = list(formfield.choices)
+        return formfield
 
 
 class StudentProfileInline(admin.StackedInline):
     model = StudentProfile
-    can_delete = False
-    extra = 0
-
-
-class NotificationPreferenceInline(admin.StackedInline):
-    model = NotificationPreference
     can_delete = False
     extra = 0
 
@@ -48,7 +80,9 @@ class UserAdmin(DjangoUserAdmin):
     search_fields = ["email", "first_name", "last_name"]
     list_select_related = ["profile"]
     readonly_fields = ["last_login", "date_joined"]
-    inlines = [StudentProfileInline, NotificationPreferenceInline]
+    # Other apps add their per-student inlines (notifications: the preferences) in their own
+    # admin.py, since core does not import them.
+    inlines = [StudentProfileInline]
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name", "is_demo")}),
@@ -67,8 +101,20 @@ class UserAdmin(DjangoUserAdmin):
     def get_inlines(self, request, obj):
         return self.inlines if obj else []
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # "Add user" makes a whole student through the one service that does, instead of a
+        # bare user without the profile and preferences every student has.
+        usable = form.cleaned_data.get("set_usable_password", True)
+        password = form.cleaned_data["password1"] if usable else None
+        user = services.student_create(email=obj.email, password=password).user
+        obj.pk = user.pk
+        obj.refresh_from_db()
 
-class TopicInline(admin.TabularInline):
+
+class TopicInline(OneQueryPerSelect, admin.TabularInline):
     model = Topic
     extra = 0
     fields = ["name", "slug", "parent"]
@@ -91,7 +137,7 @@ class SubjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Topic)
-class TopicAdmin(admin.ModelAdmin):
+class TopicAdmin(OneQueryPerSelect, admin.ModelAdmin):
     list_display = ["name", "subject", "slug", "parent"]
     list_filter = ["subject"]
     search_fields = ["name", "slug"]
@@ -100,7 +146,7 @@ class TopicAdmin(admin.ModelAdmin):
 
 
 @admin.register(ExamPaper)
-class ExamPaperAdmin(admin.ModelAdmin):
+class ExamPaperAdmin(OneQueryPerSelect, admin.ModelAdmin):
     list_display = ["__str__", "exam_body", "subject", "year", "sitting", "paper_number"]
     list_filter = ["exam_body", "subject", "year", "sitting"]
     search_fields = ["exam_body"]
@@ -130,7 +176,7 @@ class ChoiceInline(admin.TabularInline):
 
 
 @admin.register(Question)
-class QuestionAdmin(admin.ModelAdmin):
+class QuestionAdmin(OneQueryPerSelect, admin.ModelAdmin):
     list_display = ["id", "short_text", "subject", "topic", "question_type", "difficulty",
                     "status", "year", "embedding_status", "explanation_status"]
     list_filter = ["status", "subject", "question_type", "difficulty", "embedding_status",
@@ -176,7 +222,7 @@ class QuestionAdmin(admin.ModelAdmin):
 
 
 @admin.register(PracticeSession)
-class PracticeSessionAdmin(admin.ModelAdmin):
+class PracticeSessionAdmin(OneQueryPerSelect, admin.ModelAdmin):
     list_display = ["id", "student", "subject", "mode", "status", "started_at", "question_count",
                     "correct_count", "score"]
     list_filter = ["status", "mode", "subject"]
@@ -188,7 +234,7 @@ class PracticeSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Attempt)
-class AttemptAdmin(admin.ModelAdmin):
+class AttemptAdmin(OneQueryPerSelect, admin.ModelAdmin):
     """Attempts are a record of what happened: read-only here."""
 
     list_display = ["id", "student", "question_id", "is_correct", "time_taken_ms", "answered_at",
@@ -219,7 +265,7 @@ class ApiTokenAddForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(OneQueryPerSelect, admin.ModelAdmin):
     list_display = ["prefix", "name", "user", "created_at", "expires_at", "last_used_at",
                     "revoked_at", "active"]
     list_filter = ["revoked_at"]
@@ -277,44 +323,3 @@ class SeedRecordAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
-
-
-# --- Job records (core/jobs.py, core/ops.py): read-only; the operations page acts on them -----
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records of what happened: viewable (and deletable), never added or edited by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(JobRun)
-class JobRunAdmin(ReadOnlyAdmin):
-    list_display = ["job", "queue", "attempt", "outcome", "started_at", "duration_ms",
-                    "retry_delay_s", "host"]
-    list_filter = ["outcome", "queue", "job"]
-    search_fields = ["job", "chain", "task_id"]
-    date_hierarchy = "started_at"
-    show_full_result_count = False
-
-
-@admin.register(OpsAlert)
-class OpsAlertAdmin(ReadOnlyAdmin):
-    list_display = ["summary", "key", "opened_at", "resolved_at", "is_open"]
-    list_filter = [("resolved_at", admin.EmptyFieldListFilter)]
-    search_fields = ["key", "summary"]
-    date_hierarchy = "opened_at"
-
-    @admin.display(boolean=True, description="Open", ordering="resolved_at")
-    def is_open(self, obj):
-        return obj.resolved_at is None
-
-
-@admin.register(QueueHeartbeat)
-class QueueHeartbeatAdmin(ReadOnlyAdmin):
-    list_display = ["queue", "beat_at", "host", "pid"]
-    ordering = ["queue"]

@@ -2,7 +2,9 @@
 
 One validator serves the seed bank and `import_questions`, so a file that seeds also imports.
 It reports every problem it finds (file, entry or line, field), never just the first, and
-touches no database: the caller passes the catalogue it validates against.
+touches no database: the caller passes the catalogue it validates against. Question types and
+difficulties are the model's choices (Question.Type, Difficulty), and the rule for choices is
+`choice_problems` below, which services and the admin apply too.
 
 Formats: docs/question-files.md.
 """
@@ -16,9 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-QUESTION_TYPES = ("multiple_choice", "true_false", "numeric", "short_answer", "essay")
-CHOICE_TYPES = ("multiple_choice", "true_false")
-DIFFICULTIES = ("easy", "medium", "hard")
+from core.models import Difficulty, Question
+
 QUESTION_KEYS = {
     "subject", "topic", "exam_body", "year", "sitting", "paper", "type", "difficulty", "marks",
     "text", "choices", "answer", "explanation",
@@ -35,6 +36,24 @@ MAX_TEXT = 20_000
 
 def normalise_text(text: str) -> str:
     return " ".join(text.split()).casefold()
+
+
+def choice_problems(question_type: str, correct_flags: Iterable[bool]) -> list[str]:
+    """The one statement of the rule for a question's choices, applied to question files, by
+    services.question_check_choices and by the admin's choice formset: multiple-choice and
+    true/false questions are single-answer (at least two choices, exactly two for true/false,
+    exactly one correct), and no other type has choices. Returns what breaks it, if anything."""
+    flags = list(correct_flags)
+    if question_type not in Question.CHOICE_TYPES:
+        return ["only multiple-choice and true/false questions have choices"] if flags else []
+    problems = []
+    if question_type == Question.Type.TRUE_FALSE and len(flags) != 2:
+        problems.append("a true/false question has exactly two choices")
+    elif len(flags) < 2:
+        problems.append("a choice question needs at least two choices")
+    if sum(flags) != 1:
+        problems.append(f"exactly one choice must be correct, found {sum(flags)}")
+    return problems
 
 
 def content_hash(subject: str, question_type: str, text: str, choices: Iterable[str]) -> str:
@@ -57,7 +76,7 @@ class QuestionRecord:
     subject: str
     question_type: str
     text: str
-    difficulty: str = "medium"
+    difficulty: str = Difficulty.MEDIUM
     marks: int = 1
     topic: str | None = None
     exam_body: str | None = None
@@ -169,11 +188,11 @@ def validate_question(
         c.add("topic", f"unknown topic {topic!r} for {subject}")
 
     question_type = _text(data.get("type"), "type", c, required=True)
-    if question_type and question_type not in QUESTION_TYPES:
-        c.add("type", f"must be one of {', '.join(QUESTION_TYPES)}, not {question_type!r}")
-    difficulty = _text(data.get("difficulty"), "difficulty", c) or "medium"
-    if difficulty not in DIFFICULTIES:
-        c.add("difficulty", f"must be one of {', '.join(DIFFICULTIES)}, not {difficulty!r}")
+    if question_type and question_type not in Question.Type.values:
+        c.add("type", f"must be one of {', '.join(Question.Type.values)}, not {question_type!r}")
+    difficulty = _text(data.get("difficulty"), "difficulty", c) or Difficulty.MEDIUM
+    if difficulty not in Difficulty.values:
+        c.add("difficulty", f"must be one of {', '.join(Difficulty.values)}, not {difficulty!r}")
     marks = _integer(data.get("marks"), "marks", c, low=1, high=100) or 1
     text = _text(data.get("text"), "text", c, required=True)
     answer = _text(data.get("answer"), "answer", c)
@@ -189,12 +208,12 @@ def validate_question(
                 c.add(name, "is required when the question names a paper")
 
     choices = _choices(data.get("choices"), question_type, c)
-    if question_type == "numeric":
+    if question_type == Question.Type.NUMERIC:
         try:
             float(answer)
         except ValueError:
             c.add("answer", "a numeric question needs its answer as a number")
-    elif question_type == "short_answer" and not answer:
+    elif question_type == Question.Type.SHORT_ANSWER and not answer:
         c.add("answer", "a short-answer question needs its model answer")
 
     if c.problems:
@@ -209,9 +228,10 @@ def validate_question(
 
 
 def _choices(raw, question_type: str, c: _Collector) -> tuple[ChoiceRecord, ...]:
-    if question_type not in CHOICE_TYPES:
-        if raw:
-            c.add("choices", f"a {question_type} question has no choices")
+    if question_type not in Question.CHOICE_TYPES:
+        if raw:  # whatever their shape: the rule only asks whether there are any
+            for problem in choice_problems(question_type, [False]):
+                c.add("choices", problem)
         return ()
     if not isinstance(raw, list) or not raw:
         c.add("choices", "a choice question needs a list of choices")
@@ -233,13 +253,8 @@ def _choices(raw, question_type: str, c: _Collector) -> tuple[ChoiceRecord, ...]
             c.add(f"{name}.label", f"label {label!r} is used twice")
         labels.add(label)
         result.append(ChoiceRecord(label=label, text=text, correct=correct is True))
-    if question_type == "true_false" and len(result) != 2:
-        c.add("choices", "a true/false question has exactly two choices")
-    elif len(result) < 2:
-        c.add("choices", "needs at least two choices")
-    correct_count = sum(ch.correct for ch in result)
-    if correct_count != 1:
-        c.add("choices", f"exactly one choice must be correct, found {correct_count}")
+    for problem in choice_problems(question_type, [choice.correct for choice in result]):
+        c.add("choices", problem)
     return tuple(result)
 
 

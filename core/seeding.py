@@ -7,7 +7,12 @@ habits (daily, weekdays only, irregular, lapsed) in their own time zones.
 
 Reproducible: every random draw comes from a generator seeded by (seed, part, student), and
 every query that feeds a generator is ordered by a stable key (emails, content hashes), so the
-same seed and end date give the same rows on SQLite and on PostgreSQL.
+same seed and end date give the same rows on SQLite and on PostgreSQL. The world stands at 00:00
+UTC of the day it is seeded: nothing after that moment is generated, so nothing is in the
+future, and the same flags give the same world at any hour of that day.
+
+The demo students cannot log in (there is nothing for a student to log in to yet): their
+activity is what analytics, the emails and the read API work on.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import datetime
 import math
 import random
-import secrets
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,6 +34,7 @@ from django.utils import timezone
 from core.models import (
     Attempt,
     Choice,
+    Difficulty,
     ExamPaper,
     PracticeSession,
     Question,
@@ -62,7 +67,7 @@ LAST_NAMES = ["Adeyemi", "Brown", "Costa", "Dlamini", "Evans", "Fischer", "Garci
               "Sato", "Tanaka", "Usman", "Varga", "Wang", "Xu", "Yilmaz", "Zhou"]
 HABITS = ["daily", "weekdays", "irregular", "lapsed"]
 LEVELS = [choice for choice, _ in StudentProfile.Level.choices if choice != "other"]
-DIFFICULTY_CENTRE = {"easy": -1.2, "medium": 0.0, "hard": 1.2}
+DIFFICULTY_CENTRE = {Difficulty.EASY: -1.2, Difficulty.MEDIUM: 0.0, Difficulty.HARD: 1.2}
 
 
 class SeedDataError(Exception):
@@ -107,7 +112,7 @@ class SeedReport:
     sessions_created: int = 0
     attempts_created: int = 0
     skipped_parts: list[str] = field(default_factory=list)
-    passwords: dict[str, str] = field(default_factory=dict)
+    named_students_created: list[str] = field(default_factory=list)
 
 
 # --- Bookkeeping ----------------------------------------------------------------------------
@@ -131,6 +136,17 @@ def seed_already_done(part: str, params: SeedParameters) -> bool:
     if part == SeedRecord.Part.QUESTIONS:
         return False
     return SeedRecord.objects.filter(part=part, parameters=params.for_part(part)).exists()
+
+
+def seed_world_stands_at(today: datetime.date) -> datetime.datetime:
+    """The moment the demo world stands at when seeded on `today` (UTC): the day's start. A day
+    that has begun is not generated, so the world never depends on the hour it is seeded."""
+    return datetime.datetime.combine(today, datetime.time(), tzinfo=datetime.UTC)
+
+
+def seed_default_end_date(today: datetime.date) -> datetime.date:
+    """Yesterday (UTC): the last day before the moment the world stands at."""
+    return today - datetime.timedelta(days=1)
 
 
 # --- Questions ------------------------------------------------------------------------------
@@ -173,7 +189,7 @@ def seed_questions(report: SeedReport) -> None:
 # --- Students -------------------------------------------------------------------------------
 
 
-def seed_users(params: SeedParameters, report: SeedReport, *, password: str | None) -> None:
+def seed_users(params: SeedParameters, report: SeedReport) -> None:
     User = get_user_model()
     rng = random.Random(f"{params.seed}:users")
     specs = [
@@ -196,15 +212,11 @@ def seed_users(params: SeedParameters, report: SeedReport, *, password: str | No
             goal = profile_rng.choice([5, 10, 10, 15, 20])
             if spec["email"] in existing:
                 continue
-            named = spec.pop("named")
-            secret = None
-            if named:
-                # Named students can log in; the generated ones cannot (no slow hashing, no
-                # passwords to leak).
-                secret = password or secrets.token_urlsafe(12)
-                report.passwords[spec["email"]] = secret
+            if spec.pop("named"):
+                report.named_students_created.append(spec["email"])
+            # No password: no demo student can log in (nothing for students to log in to yet).
             student_create(
-                password=secret, is_demo=True, level=level, daily_question_goal=goal,
+                password=None, is_demo=True, level=level, daily_question_goal=goal,
                 institution="Demo Academy", **spec,
             )
             report.students_created += 1
@@ -272,7 +284,8 @@ def seed_activity(
         raise SeedDataError("There are no active choice questions: seed questions first.")
     named = {f"{n[0]}@{DEMO_DOMAIN}": n for n in NAMED_STUDENTS}
     start = params.end_date - datetime.timedelta(days=params.days - 1)
-    now = timezone.now()
+    # Not timezone.now(): a world cut at the present moment would differ by the hour.
+    stands_at = seed_world_stands_at(timezone.now().date())
     attempt_numbers: dict[tuple[int, int], int] = defaultdict(int)
     for student_id, question_id, last in Attempt.objects.filter(
             student__is_demo=True).values("student_id", "question_id").annotate(
@@ -316,8 +329,8 @@ def seed_activity(
                                 * (1.0 if correct else 1.25))
                     taken = max(2_000, min(taken, 600_000))
                     clock += datetime.timedelta(milliseconds=taken)
-                    if clock > now:
-                        break  # never invent the future
+                    if clock >= stands_at:
+                        break  # never after the moment the world stands at
                     key = (student.pk, question.pk)
                     attempt_numbers[key] += 1
                     session_attempts.append(Attempt(
@@ -361,7 +374,7 @@ def seed_activity(
 
 
 def seed_world(
-    params: SeedParameters, parts: list[str], *, password: str | None = None,
+    params: SeedParameters, parts: list[str], *,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> SeedReport:
     """Seed the parts asked for, in order, skipping those already seeded with these
@@ -374,7 +387,7 @@ def seed_world(
         if part == SeedRecord.Part.QUESTIONS:
             seed_questions(report)
         elif part == SeedRecord.Part.USERS:
-            seed_users(params, report, password=password)
+            seed_users(params, report)
         else:
             if not seed_already_done(SeedRecord.Part.USERS, params):
                 raise SeedDataError(

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from core import catalogue
@@ -28,7 +29,8 @@ from core.models import (
     Subject,
     Topic,
 )
-from core.question_files import QuestionRecord, content_hash
+from core.question_files import QuestionRecord, choice_problems, content_hash
+from core.signals import student_created
 
 # --- Catalogue ------------------------------------------------------------------------------
 
@@ -79,10 +81,11 @@ def student_create(
     *, email: str, password: str | None = None, first_name: str = "", last_name: str = "",
     timezone_name: str = "UTC", is_demo: bool = False, **profile_fields,
 ) -> StudentProfile:
-    """A student with a profile and default notification preferences. A password of None makes
-    an account that cannot log in (set one later with changepassword)."""
-    from notifications.models import NotificationPreference
-
+    """The one way to make a student: the user and their StudentProfile, then the
+    student_created signal, on which other apps add what they keep per student (the
+    notifications app: default preferences), all in one transaction. The admin's "Add user",
+    seed_data and every service come here. A password of None makes an account that cannot log
+    in (set one later with changepassword)."""
     profile = StudentProfile(timezone=timezone_name, **profile_fields)
     profile.full_clean(exclude=["user"])
     with transaction.atomic():
@@ -92,7 +95,8 @@ def student_create(
         )
         profile.user = user
         profile.save()
-        NotificationPreference.objects.create(user=user)
+        # Inside the transaction on purpose: see core/signals.py.
+        student_created.send(sender=StudentProfile, user=user, profile=profile)
     return profile
 
 
@@ -117,17 +121,11 @@ def question_refresh_content_hash(question: Question) -> None:
 
 
 def question_check_choices(question_type: str, correct_flags: Iterable[bool]) -> None:
-    """Choice questions here are single-answer: exactly one correct choice."""
-    flags = list(correct_flags)
-    if question_type in Question.CHOICE_TYPES:
-        if len(flags) < 2:
-            raise ValidationError("A choice question needs at least two choices.")
-        if question_type == Question.Type.TRUE_FALSE and len(flags) != 2:
-            raise ValidationError("A true/false question has exactly two choices.")
-        if sum(flags) != 1:
-            raise ValidationError(f"Exactly one choice must be correct; {sum(flags)} are.")
-    elif flags:
-        raise ValidationError("Only multiple-choice and true/false questions have choices.")
+    """Raise ValidationError when the choices break the rule (question_files.choice_problems:
+    choice questions here are single-answer)."""
+    problems = choice_problems(question_type, correct_flags)
+    if problems:
+        raise ValidationError([problem[0].upper() + problem[1:] + "." for problem in problems])
 
 
 def questions_retire(questions) -> int:
@@ -218,7 +216,9 @@ def attempt_record(
     answered_at: datetime.datetime | None = None,
 ) -> Attempt:
     """Record one answer: marks it, stamps the student's local date and the attempt number,
-    and updates the session's counters, all in one transaction."""
+    and adds it to the session's counters, all in one transaction. Safe to call concurrently,
+    for one student or many; a closed session (completed or abandoned) refuses the answer with
+    a ValidationError, and nothing is written."""
     answered_at = answered_at or timezone.now()
     if time_taken_ms < 0:
         raise ValidationError("time_taken_ms cannot be negative.")
@@ -232,27 +232,54 @@ def attempt_record(
         is_correct = bool(answer_text) and (
             " ".join(answer_text.split()).casefold() == " ".join(question.answer.split()).casefold()
         )
-    zone = StudentProfile.objects.get(user=student).zone
+    if session is not None and session.student_id != student.pk:
+        raise ValidationError("This session belongs to another student.")
     with transaction.atomic():
-        # IMMEDIATE transactions on SQLite and the unique constraint everywhere keep two
-        # concurrent answers from taking the same number.
+        # Locking the student's profile row serialises this student's answers, and nobody
+        # else's: the attempt number read next cannot be taken by a concurrent answer
+        # (PostgreSQL; SQLite's IMMEDIATE transactions already admit one writer at a time).
+        profile = StudentProfile.objects.select_for_update().filter(user=student).first()
+        if profile is None:
+            raise ValidationError(f"{student} has no student profile, so cannot answer.")
         last = Attempt.objects.filter(student=student, question=question).aggregate(
             n=Max("attempt_number"))["n"] or 0
         attempt = Attempt.objects.create(
             student=student, question=question, session=session, choice=choice,
             answer_text=answer_text, is_correct=is_correct, time_taken_ms=time_taken_ms,
-            answered_at=answered_at, local_date=answered_at.astimezone(zone).date(),
+            answered_at=answered_at, local_date=answered_at.astimezone(profile.zone).date(),
             attempt_number=last + 1,
         )
         if session is not None:
-            session.question_count += 1
-            session.correct_count += is_correct
-            session.total_time_ms += time_taken_ms
-            session.last_activity_at = answered_at
-            if session.status == PracticeSession.Status.STARTED:
-                session.status = PracticeSession.Status.IN_PROGRESS
-            session.save()
+            _session_count_answer(session, is_correct=is_correct, time_taken_ms=time_taken_ms,
+                                  answered_at=answered_at)
     return attempt
+
+
+def _session_count_answer(
+    session: PracticeSession, *, is_correct: bool, time_taken_ms: int,
+    answered_at: datetime.datetime,
+) -> None:
+    """Add one answer to the session's counters in the database, never from the caller's copy
+    (which another request may have outdated). Only an open session counts answers: the
+    condition is part of the UPDATE, so an answer racing session_complete either lands before
+    the completion (and is in its score) or is refused; it never reopens the session."""
+    counted = PracticeSession.objects.filter(
+        pk=session.pk, status__in=PracticeSession.OPEN_STATUSES,
+    ).update(
+        question_count=F("question_count") + 1,
+        correct_count=F("correct_count") + int(is_correct),
+        total_time_ms=F("total_time_ms") + time_taken_ms,
+        last_activity_at=Greatest("last_activity_at", Value(answered_at)),
+        status=PracticeSession.Status.IN_PROGRESS,
+    )
+    if not counted:
+        status = PracticeSession.objects.filter(pk=session.pk).values_list(
+            "status", flat=True).first()
+        # Raising rolls back the attempt written in the same transaction.
+        raise ValidationError(
+            f"This practice session is closed ({status or 'deleted'}): it takes no more answers.")
+    session.refresh_from_db(fields=[
+        "question_count", "correct_count", "total_time_ms", "last_activity_at", "status"])
 
 
 def _numeric_answer_matches(given: str, expected: str) -> bool:
@@ -264,13 +291,22 @@ def _numeric_answer_matches(given: str, expected: str) -> bool:
 
 
 def session_complete(session: PracticeSession, *, at: datetime.datetime | None = None) -> None:
-    session.status = PracticeSession.Status.COMPLETED
-    session.completed_at = at or timezone.now()
-    session.score = (
-        round(100 * session.correct_count / session.question_count, 2)
-        if session.question_count else None
-    )
-    session.save(update_fields=["status", "completed_at", "score"])
+    """Close the session and score it from its counters as they are in the database: the row is
+    locked, so an answer being recorded either finishes first and is counted, or is refused."""
+    with transaction.atomic():
+        locked = PracticeSession.objects.select_for_update().get(pk=session.pk)
+        if locked.status not in PracticeSession.OPEN_STATUSES:
+            raise ValidationError(f"This practice session is already {locked.status}.")
+        locked.status = PracticeSession.Status.COMPLETED
+        locked.completed_at = at or timezone.now()
+        locked.score = (
+            round(100 * locked.correct_count / locked.question_count, 2)
+            if locked.question_count else None
+        )
+        locked.save(update_fields=["status", "completed_at", "score"])
+    for name in ("status", "completed_at", "score", "question_count", "correct_count",
+                 "total_time_ms", "last_activity_at"):
+        setattr(session, name, getattr(locked, name))
 
 
 # --- API tokens -----------------------------------------------------------------------------

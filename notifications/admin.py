@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 
+from core.admin import UserAdmin
 from notifications.models import NotificationPreference
 
 
@@ -12,3 +14,21 @@ class NotificationPreferenceAdmin(admin.ModelAdmin):
     search_fields = ["user__email"]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
+
+
+class NotificationPreferenceInline(admin.StackedInline):
+    model = NotificationPreference
+    can_delete = False
+    extra = 0
+
+
+class UserWithPreferencesAdmin(UserAdmin):
+    """Core's user admin, plus the student's notification preferences on the same page. Core
+    cannot show them itself: it never imports the notifications app."""
+
+    inlines = [*UserAdmin.inlines, NotificationPreferenceInline]
+
+
+# core's admin.py has registered the user model already (core comes first in INSTALLED_APPS).
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), UserWithPreferencesAdmin)

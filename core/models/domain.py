@@ -347,6 +347,9 @@ class PracticeSession(models.Model):
         COMPLETED = "completed", "Completed"
         ABANDONED = "abandoned", "Abandoned"
 
+    # A session takes answers until it is completed or abandoned.
+    OPEN_STATUSES = (Status.STARTED, Status.IN_PROGRESS)
+
     student = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="practice_sessions"
     )

@@ -118,3 +118,51 @@ def test_csv_with_unknown_columns_is_rejected(tmp_path):
 def test_unknown_file_type(tmp_path):
     report = read_question_file(write(tmp_path, "q.xlsx", ""), CATALOGUE)
     assert "neither .json nor .csv" in str(report.problems[0])
+
+
+@pytest.mark.parametrize("question_type, flags", [
+    ("multiple_choice", [True, False, False]),
+    ("multiple_choice", [True, True, False]),
+    ("multiple_choice", [False, False]),
+    ("multiple_choice", [True]),
+    ("true_false", [True, False, False]),
+    ("true_false", [False]),
+    ("numeric", [True, False]),
+    ("essay", []),
+])
+def test_files_and_services_apply_the_one_rule_for_choices(question_type, flags):
+    """One implementation (choice_problems) decides; the file validator reports its words and
+    question_check_choices (which the admin's choice formset calls) raises them."""
+    from django.core.exceptions import ValidationError
+
+    from core.question_files import choice_problems, validate_question
+    from core.services import question_check_choices
+
+    expected = choice_problems(question_type, flags)
+    entry = {"subject": "MATH", "type": question_type, "text": "Which?", "answer": "1",
+             "choices": [{"label": chr(65 + i), "text": f"option {i}", "correct": flag}
+                         for i, flag in enumerate(flags)]}
+    _, problems = validate_question(entry, "entry 1", CATALOGUE)
+    assert [p.message for p in problems if p.field == "choices"] == expected
+    if expected:
+        with pytest.raises(ValidationError) as raised:
+            question_check_choices(question_type, flags)
+        assert [m.rstrip(".").lower() for m in raised.value.messages] == \
+            [e.lower() for e in expected]
+    else:
+        question_check_choices(question_type, flags)
+
+
+def test_question_types_and_difficulties_are_the_models_choices():
+    """No list of their own to drift from Question.Type and Difficulty."""
+    from core import question_files
+    from core.models import Difficulty, Question
+
+    assert not {"QUESTION_TYPES", "CHOICE_TYPES", "DIFFICULTIES"} & set(vars(question_files))
+    for difficulty in Difficulty.values:
+        record, problems = question_files.validate_question(
+            good_question(difficulty=difficulty), "entry 1", CATALOGUE)
+        assert problems == [] and record.difficulty == difficulty
+    _, problems = question_files.validate_question(
+        good_question(type="multiple-choice"), "entry 1", CATALOGUE)
+    assert f"must be one of {', '.join(Question.Type.values)}" in str(problems[0])

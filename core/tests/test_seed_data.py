@@ -2,6 +2,7 @@ import datetime
 import hashlib
 import json
 import shutil
+from unittest import mock
 
 import pytest
 
@@ -31,7 +32,6 @@ def fingerprint():
 def test_seed_builds_a_world_and_a_second_run_changes_nothing(catalogue, run_command):
     code, out, err = run_command("seed_data", *SMALL)
     assert code == 0, err
-    assert "Demo students who can log in" in out
     first = world_counts()
     assert first[0] >= 60 and first[1] == 5 and first[3] > 0
     code, out, _ = run_command("seed_data", *SMALL)
@@ -43,9 +43,10 @@ def test_seed_builds_a_world_and_a_second_run_changes_nothing(catalogue, run_com
 def test_seed_world_properties(catalogue, run_command):
     run_command("seed_data", "--users", "12", "--days", "20", "--end-date", END, "--force")
     named = User.objects.filter(email__in=[f"{n[0]}@example.com" for n in seeding.NAMED_STUDENTS])
-    assert named.count() == 3 and all(u.has_usable_password() for u in named)
-    generated = User.objects.filter(is_demo=True).exclude(pk__in=named)
-    assert generated.count() == 12 and not any(u.has_usable_password() for u in generated)
+    assert named.count() == 3
+    assert User.objects.filter(is_demo=True).count() == 15
+    # Nothing a student could log in to exists yet: no demo student has a password.
+    assert not any(u.has_usable_password() for u in User.objects.filter(is_demo=True))
     zones = set(User.objects.values_list("profile__timezone", flat=True))
     assert {"Pacific/Auckland", "Pacific/Honolulu"} <= zones
     last = datetime.date.fromisoformat(END)
@@ -172,10 +173,58 @@ def test_if_empty_skips_when_questions_exist(catalogue, run_command):
     assert not User.objects.exists()
 
 
-def test_given_password_is_used_for_named_students(catalogue, run_command):
-    run_command("seed_data", *SMALL, "--password", "demo-Pass-2024")
-    amara = User.objects.get(email="amara.okafor@example.com")
-    assert amara.check_password("demo-Pass-2024")
+def test_output_says_what_the_demo_students_are_for_and_prints_no_password(
+        catalogue, run_command):
+    code, out, err = run_command("seed_data", *SMALL)
+    assert code == 0, err
+    assert "password" not in out.lower()
+    assert "amara.okafor@example.com" in out
+    assert "cannot log in" in out
+    assert "analytics, the emails and the read API" in out
+    assert "API tokens" in out  # how an operator acts as one of them
+
+
+def test_help_says_what_the_demo_students_are_for(run_command):
+    code, out, _ = run_command("seed_data", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "analytics, the emails and the read API" in text
+    assert "--password" not in text
+
+
+def test_there_is_no_password_flag(catalogue, run_command):
+    code, _, err = run_command("seed_data", *SMALL, "--password", "demo-Pass-2024")
+    assert code == 2 and "unrecognized arguments: --password" in err
+    assert world_counts() == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("end_date_flags", [(), ("--end-date", "2024-03-10")],
+                         ids=["default end date", "end date today"])
+def test_the_same_flags_give_the_same_world_at_any_hour_of_the_day(
+        catalogue, run_command, end_date_flags):
+    flags = ("--users", "3", "--days", "3", "--seed", "7", "--force", *end_date_flags)
+    digests, latest = [], []
+    for hour, minute in [(0, 20), (23, 50)]:
+        now = datetime.datetime(2024, 3, 10, hour, minute, tzinfo=datetime.UTC)
+        with mock.patch("django.utils.timezone.now", return_value=now):
+            code, out, err = run_command("seed_data", *flags)
+        assert code == 0, err
+        digests.append(fingerprint())
+        latest.append(Attempt.objects.order_by("-answered_at").values_list(
+            "answered_at", flat=True).first())
+        seeding.seed_reset(dry_run=False)
+    assert digests[0] == digests[1]
+    # Never the future, nor even today: the world stands at 00:00 UTC of the day it is seeded.
+    assert latest[0] < datetime.datetime(2024, 3, 10, tzinfo=datetime.UTC)
+
+
+def test_the_default_end_date_is_yesterday_utc(catalogue, run_command):
+    now = datetime.datetime(2024, 3, 10, 12, 0, tzinfo=datetime.UTC)
+    with mock.patch("django.utils.timezone.now", return_value=now):
+        code, out, err = run_command("seed_data", "--users", "1", "--days", "2", "--force")
+    assert code == 0, err
+    assert "2 days to 2024-03-09" in out
+    assert seeding.seed_recorded_end_date() == datetime.date(2024, 3, 9)
 
 
 def test_on_a_terminal_different_flags_ask_before_reseeding(catalogue, run_command, monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from core.models import ApiToken, PracticeSession, Question, Subject
+from core.models import ApiToken, Attempt, PracticeSession, Question, Subject
 from core.question_files import validate_question
 from core.services import (
     api_token_issue,
@@ -19,7 +19,6 @@ from core.services import (
     student_create,
 )
 from core.tests.factories import make_question
-from notifications.models import NotificationPreference
 
 UTC = datetime.UTC
 
@@ -32,10 +31,11 @@ def test_catalogue_load_is_idempotent(db):
     assert Subject.objects.count() == 5
 
 
-def test_student_create_makes_profile_and_preferences(catalogue):
+def test_student_create_makes_a_user_with_a_profile(catalogue):
+    # The notification preferences come from the notifications app (notifications/tests).
     profile = student_create(email="a@example.com", timezone_name="Asia/Tokyo")
     assert profile.user.has_usable_password() is False
-    assert NotificationPreference.objects.get(user=profile.user).email_enabled
+    assert profile.user.profile.timezone == "Asia/Tokyo"
 
 
 def test_student_create_rejects_bad_time_zone_and_writes_nothing(catalogue):
@@ -131,6 +131,60 @@ def test_attempts_are_numbered_and_update_the_session(student):
     assert (session.question_count, session.correct_count, session.total_time_ms) == (2, 1, 300)
     assert session.score == 50.0
     assert session.status == PracticeSession.Status.COMPLETED
+
+
+@pytest.mark.parametrize("close", [
+    session_complete,
+    lambda session: PracticeSession.objects.filter(pk=session.pk).update(
+        status=PracticeSession.Status.ABANDONED),
+], ids=["completed", "abandoned"])
+def test_an_answer_to_a_closed_session_is_refused_and_changes_nothing(student, close):
+    first, late = make_question(), make_question()
+    session = PracticeSession.objects.create(student=student)
+    loaded_before_closing = PracticeSession.objects.get(pk=session.pk)
+    attempt_record(student=student, question=first, choice=first.choices.get(label="B"),
+                   time_taken_ms=100, session=session)
+    close(session)
+    before = PracticeSession.objects.values().get(pk=session.pk)
+
+    with pytest.raises(ValidationError, match="is closed"):
+        attempt_record(student=student, question=late, choice=late.choices.get(label="B"),
+                       time_taken_ms=100, session=loaded_before_closing)
+
+    assert PracticeSession.objects.values().get(pk=session.pk) == before
+    assert not Attempt.objects.filter(question=late).exists()
+
+
+def test_the_session_counts_answers_in_the_database_not_in_a_stale_copy(student):
+    question = make_question()
+    session = PracticeSession.objects.create(student=student)
+    copies = [PracticeSession.objects.get(pk=session.pk) for _ in range(3)]
+    for copy in copies:  # three requests that each loaded the session before any answer
+        attempt_record(student=student, question=question, choice=question.choices.get(label="B"),
+                       time_taken_ms=100, session=copy)
+    session.refresh_from_db()
+    assert (session.question_count, session.correct_count, session.total_time_ms) == (3, 3, 300)
+    session_complete(copies[0])
+    session.refresh_from_db()
+    assert (session.status, session.score) == (PracticeSession.Status.COMPLETED, 100.0)
+
+
+def test_an_answer_goes_only_into_the_students_own_session(student):
+    other = student_create(email="other@example.com").user
+    question = make_question()
+    session = PracticeSession.objects.create(student=other)
+    with pytest.raises(ValidationError, match="another student"):
+        attempt_record(student=student, question=question, choice=question.choices.first(),
+                       time_taken_ms=1, session=session)
+    assert not Attempt.objects.exists()
+
+
+def test_a_user_without_a_student_profile_gets_a_clear_error(catalogue, django_user_model):
+    staff = django_user_model.objects.create_user(email="staff@example.com")
+    question = make_question()
+    with pytest.raises(ValidationError, match="no student profile"):
+        attempt_record(student=staff, question=question, choice=question.choices.first(),
+                       time_taken_ms=1)
 
 
 def test_attempt_rejects_a_choice_of_another_question(student):

@@ -3,8 +3,10 @@
 import pytest
 from django.core.management import get_commands
 
-PROJECT_APPS = {"core", "analytics", "notifications", "maintenance"}
-PROJECT_COMMANDS = sorted(name for name, app in get_commands().items() if app in PROJECT_APPS)
+from core.apps import PROJECT_APP_LABELS
+
+PROJECT_COMMANDS = sorted(
+    name for name, app in get_commands().items() if app in PROJECT_APP_LABELS)
 
 
 def test_the_project_has_its_commands():

@@ -3,21 +3,21 @@ import os
 import secrets
 import time
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
+from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from core.apps import PROJECT_APP_LABELS
 from core.management.interaction import is_interactive
 from core.models import Achievement, Question, Subject, Topic
 from core.services import catalogue_load
-
-PROJECT_APPS = ("core", "analytics", "notifications", "maintenance")
 
 
 class Command(BaseCommand):
@@ -120,8 +120,6 @@ class Command(BaseCommand):
             return password
 
     def _sync_schedules(self, verbosity):
-        from django.core.management import get_commands
-
         if "sync_schedules" in get_commands():
             call_command("sync_schedules", verbosity=verbosity, stdout=self.stdout)
 
@@ -130,12 +128,10 @@ class Command(BaseCommand):
         pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
         if pending:
             raise CommandError(f"{len(pending)} migrations are still unapplied.")
-        from django.apps import apps
-
         tables = set(connection.introspection.table_names())
         missing = sorted(
             model._meta.db_table
-            for app in PROJECT_APPS
+            for app in PROJECT_APP_LABELS
             for model in apps.get_app_config(app).get_models()
             if model._meta.managed and model._meta.db_table not in tables
         )

@@ -9,9 +9,11 @@ from django.utils import timezone
 from core.management.interaction import confirm, is_interactive
 from core.models import Question, SeedRecord
 from core.seeding import (
+    DEMO_DOMAIN,
     SeedDataError,
     SeedParameters,
     seed_conflicts,
+    seed_default_end_date,
     seed_recorded_end_date,
     seed_reset,
     seed_world,
@@ -42,8 +44,11 @@ class Command(BaseCommand):
     help = (
         "Build a reproducible demo world: the seed question bank (core/seed/questions), three "
         "named demo students plus --users generated ones in several time zones, and --days of "
-        "practice activity drawn from a latent-ability model. Running it again with the same "
-        "flags changes nothing; other flags need --reset (which asks first). Demo data only: it "
+        "practice activity drawn from a latent-ability model, as the world stood at 00:00 UTC "
+        "today. The demo students cannot log in (there is no student interface yet): their "
+        "activity feeds analytics, the emails and the read API; to call the API as one, issue "
+        "it a token in the admin (API tokens, Add). Running it again with the same flags "
+        "changes nothing; other flags need --reset (which asks first). Demo data only: it "
         "refuses to run with DEBUG off unless --force."
     )
 
@@ -54,14 +59,12 @@ class Command(BaseCommand):
                             help="Days of activity, ending at --end-date (default 30).")
         parser.add_argument("--end-date", type=datetime.date.fromisoformat,
                             help="Last day of activity, YYYY-MM-DD (default: the recorded one, "
-                            "else today, UTC). Nothing is generated after the present moment.")
+                            "else yesterday, UTC). Nothing is generated after 00:00 UTC today, "
+                            "so the same flags give the same world at any hour of the day.")
         parser.add_argument("--seed", type=int, default=1,
                             help="Random seed; the same seed and end date give the same data.")
         parser.add_argument("--only", choices=[p.value for p in PARTS],
                             help="Seed one part only: questions, users or activity.")
-        parser.add_argument("--password",
-                            help="Password for the three named demo students (default: generated "
-                            "and printed once). Generated students cannot log in.")
         parser.add_argument("--reset", action="store_true",
                             help="Delete the demo world first (asks unless --no-input).")
         parser.add_argument("--dry-run", action="store_true",
@@ -84,7 +87,8 @@ class Command(BaseCommand):
             self.stdout.write("The database already holds questions: nothing to seed (--if-empty).")
             return
         interactive = options["interactive"] and is_interactive()
-        end_date = options["end_date"] or seed_recorded_end_date() or timezone.now().date()
+        end_date = (options["end_date"] or seed_recorded_end_date()
+                    or seed_default_end_date(timezone.now().date()))
         params = SeedParameters(users=options["users"], days=options["days"],
                                 end_date=end_date, seed=options["seed"])
         parts = [SeedRecord.Part(options["only"])] if options["only"] else PARTS
@@ -106,8 +110,7 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         try:
-            report = seed_world(params, parts, password=options["password"],
-                                progress=self._progress)
+            report = seed_world(params, parts, progress=self._progress)
         except SeedDataError as exc:
             raise CommandError(str(exc)) from None
         self._summarise(report, params, time.monotonic() - started)
@@ -155,7 +158,10 @@ class Command(BaseCommand):
             f"({report.questions_unchanged} already present), {report.students_created} "
             f"students, {report.sessions_created} sessions, {report.attempts_created} attempts "
             f"(seed {params.seed}, {params.days} days to {params.end_date})."))
-        if report.passwords:
-            self.stdout.write("Demo students who can log in (passwords shown this once):")
-            for email, password in report.passwords.items():
-                self.stdout.write(f"  {email}  {password}")
+        if report.students_created:
+            generated = report.students_created - len(report.named_students_created)
+            named = ", ".join(report.named_students_created) or "none new"
+            self.stdout.write(
+                f"Demo students: {named}, and {generated} generated (studentNNNN@{DEMO_DOMAIN}).\n"
+                "They cannot log in: their activity feeds analytics, the emails and the read "
+                "API. To call the API as one, issue it a token in the admin (API tokens, Add).")
