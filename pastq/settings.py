@@ -5,7 +5,10 @@ email outbox and a secret key generated once into var/. With DEBUG off nothing s
 defaulted: a missing SECRET_KEY is an error.
 """
 
+import os
 import secrets
+import time
+import warnings
 from pathlib import Path
 
 import environ
@@ -24,13 +27,36 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 def _development_secret_key() -> str:
     """Generated once into var/secret_key and reused, so sessions survive restarts."""
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    try:
+        # Created private (0600) in the same call that creates it: written first and chmod-ed
+        # after, the key would be readable by anyone for a moment. O_EXCL: when two processes
+        # start at once (runserver and qcluster under `make run`), exactly one creates the file.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return _development_secret_key_read(path)
+    key = secrets.token_urlsafe(50)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(key + "\n")  # one small write: a reader finds the file empty or whole
+    except BaseException:
+        path.unlink(missing_ok=True)  # never leave an empty key file behind
+        raise
+    return key
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
+def _development_secret_key_read(path: Path) -> str:
+    # The file may have just been created by another process that has not written the key yet.
+    deadline = time.monotonic() + 5
+    while not (key := path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it and a new key is generated.")
+    return key
+
+
+# Secrets are read as they are: django-environ takes a value that starts with "$" (as about one
+# Django-generated key in 50 does) for the name of another variable to read instead.
+SECRET_KEY = env.ENVIRON.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -38,20 +64,27 @@ if not SECRET_KEY:
             "(a key is then generated once into var/secret_key)."
         )
     SECRET_KEY = _development_secret_key()
+# Rotation: put the new key in SECRET_KEY and the old ones here (comma list) until what they
+# signed (sessions, password-reset links, unsubscribe links) has expired, then drop them.
+SECRET_KEY_FALLBACKS = [
+    key.strip() for key in env.ENVIRON.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
+]
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "pastq.apps.PastqAdminConfig",  # the admin, with the operations page
+    "pastq.apps.PastqAdminConfig",  # the admin, with pastq's site header
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
-    "django_q",
+    # core before django_q: its `qcluster` command (core/jobs/cluster.py) replaces django-q's.
     "core",
+    "django_q",
+    "anymail",  # email services (EMAIL_BACKEND); later its tracking webhooks
     "analytics",
     "notifications",
     "maintenance",
@@ -127,7 +160,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "pastq",
+            "KEY_PREFIX": env.str("REDIS_KEY_PREFIX", default="pastq"),
             "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
         }
     }
@@ -171,17 +204,68 @@ STORAGES = {
 }
 
 # --- Security with DEBUG off ----------------------------------------------------------------
+# Production defaults pass `manage.py check --deploy` with no warning; each can be turned down
+# from the environment (e.g. SECURE_HSTS_SECONDS=300 while trying HTTPS out on a new domain).
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Load-balancer and orchestrator probes speak plain HTTP to the process directly: /health/
+    # (and /health/live) answer them instead of redirecting to https. Their Host header must still
+    # be in ALLOWED_HOSTS (see docs/ARCHITECTURE.md, "Settings").
+    SECURE_REDIRECT_EXEMPT = [r"^health(/|$)"]
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)  # one year
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 
 # --- Email ----------------------------------------------------------------------------------
+# Where mail goes:
+#   EMAIL_URL      SMTP: smtp://user:password@host:25; smtp+tls:// or smtps:// use STARTTLS
+#                  (port 587 when none is given); smtp+ssl:// is TLS from the start (465).
+#                  Percent-encode @ : / in the user and password.
+#   EMAIL_BACKEND  a dotted path, which wins over the URL's backend: for an email service
+#                  through anymail (a URL cannot name one), e.g.
+#                  anymail.backends.postmark.EmailBackend, configured by ANYMAIL_* variables.
+#   neither        .eml files under var/mail/ for development (with DEBUG off that is a
+#                  deploy-check warning, notifications.W001: mail would never leave the machine).
+# The URL is not kept as a setting: Django's error reports hide EMAIL_HOST_PASSWORD, not a URL.
 EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 EMAIL_FILE_PATH = VAR_DIR / "mail"
+if env.str("EMAIL_URL", default=""):
+    _email = env.email_url("EMAIL_URL")
+    EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+    EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+    EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS", False))
+    EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL", False))
+    EMAIL_PORT = _email["EMAIL_PORT"] or (465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25)
+    EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+    EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="") or EMAIL_BACKEND
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)  # seconds; without one SMTP can hang a worker
+# anymail reads one dict: ANYMAIL_POSTMARK_SERVER_TOKEN=... becomes ANYMAIL["POSTMARK_SERVER_TOKEN"].
+# Values are kept as they are (secrets, like SECRET_KEY), except the few options anymail expects
+# as a flag or a number.
+_ANYMAIL_CASTS = {
+    "IGNORE_UNSUPPORTED_FEATURES": env.bool,
+    "IGNORE_RECIPIENT_STATUS": env.bool,
+    "DEBUG_API_REQUESTS": env.bool,
+    "REQUESTS_TIMEOUT": env.float,
+}
+ANYMAIL = {
+    name.removeprefix("ANYMAIL_"): (
+        _ANYMAIL_CASTS[name.removeprefix("ANYMAIL_")](name)
+        if name.removeprefix("ANYMAIL_") in _ANYMAIL_CASTS
+        else env.ENVIRON[name]
+    )
+    for name in sorted(env.ENVIRON)
+    if name.startswith("ANYMAIL_")
+}
+ANYMAIL.setdefault("REQUESTS_TIMEOUT", EMAIL_TIMEOUT)  # an email service's API: same limit
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="pastq <noreply@localhost>")
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+EMAIL_SUBJECT_PREFIX = "[pastq] "  # staff mail (mail_admins): alerts
 ADMINS = [("Operators", a) for a in env.list("ADMINS", default=[])]
 
 # --- Logging --------------------------------------------------------------------------------
@@ -198,9 +282,11 @@ LOGGING = {
     },
 }
 
-# --- Jobs (django-q2, ORM broker) -----------------------------------------------------------
-# Each queue: workers and a time limit in seconds. On one machine one cluster serves them all;
-# with PASTQ_QUEUE_ROUTING on, each queue runs as its own cluster:
+# --- Jobs (django-q2, ORM broker; the plumbing is core/jobs/) ---------------------------------
+# Each queue: its workers when it runs as its own cluster (routing on), and its time limit in
+# seconds. With PASTQ_QUEUE_ROUTING off (the default) one cluster serves every queue, with
+# PASTQ_WORKERS workers (default: one per queue plus one), taken fairly (core/jobs/broker.py);
+# with it on, each queue runs as its own cluster, on any number of machines:
 #   Q_CLUSTER_NAME=<queue> python manage.py qcluster
 PASTQ_QUEUES = {
     "question_processing": {"workers": 2, "timeout": 300},
@@ -210,49 +296,65 @@ PASTQ_QUEUES = {
 }
 PASTQ_QUEUE_ROUTING = env.bool("PASTQ_QUEUE_ROUTING", default=False)
 PASTQ_CLUSTER = "pastq"  # the shared django-q `name`: also the salt that signs task payloads
+PASTQ_SCHEDULES = "pastq.schedules.SCHEDULES"  # the periodic table the plumbing syncs
 PASTQ_RETRY_BASE_SECONDS = env.float("PASTQ_RETRY_BASE_SECONDS", default=60.0)
+# A taken task is locked for a lease, renewed by its running job; a task whose worker died
+# runs again once its lease runs out (so within ~50 s), whatever its time limit.
+PASTQ_LEASE_SECONDS = env.int("PASTQ_LEASE_SECONDS", default=45)
+PASTQ_LEASE_RENEW_SECONDS = env.float("PASTQ_LEASE_RENEW_SECONDS", default=5.0)
+# Liveness: each cluster's sentinel records its presence this often, busy or not; one silent
+# for the stale time is dead.
+PASTQ_PRESENCE_SECONDS = env.float("PASTQ_PRESENCE_SECONDS", default=5.0)
+PASTQ_PRESENCE_STALE_SECONDS = env.int("PASTQ_PRESENCE_STALE_SECONDS", default=30)
 PASTQ_STALL_SECONDS = env.int("PASTQ_STALL_SECONDS", default=600)
+PASTQ_WEDGE_SECONDS = env.float("PASTQ_WEDGE_SECONDS", default=15.0)
+PASTQ_STOP_GRACE_SECONDS = env.float("PASTQ_STOP_GRACE_SECONDS", default=8.0)
+PASTQ_SCHEDULER_SECONDS = env.float("PASTQ_SCHEDULER_SECONDS", default=30.0)
+HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 
 _workers_override = env.int("PASTQ_WORKERS", default=0)
 _timeout_override = env.int("PASTQ_TASK_TIMEOUT", default=0)
-_retry_override = env.int("PASTQ_TASK_RETRY", default=0)
 for _queue in PASTQ_QUEUES.values():
     _queue["workers"] = _workers_override or _queue["workers"]
     _queue["timeout"] = _timeout_override or _queue["timeout"]
+if PASTQ_LEASE_RENEW_SECONDS * 3 > PASTQ_LEASE_SECONDS:
+    raise ImproperlyConfigured(
+        "PASTQ_LEASE_SECONDS must be at least three times PASTQ_LEASE_RENEW_SECONDS, so a "
+        "renewal or two can fail without the running task being delivered again.")
 
 _on_sqlite = DATABASES["default"]["ENGINE"].endswith("sqlite3")
 
 
 def _cluster_options(workers: int, timeout: int) -> dict:
-    # A task leaves the ORM queue locked for `retry` seconds; a task still unacknowledged then is
-    # delivered again. The pusher holds up to `queue_limit` (= workers) taken tasks in the
-    # cluster's local queue plus one it is handing over, so a taken task may wait two time
-    # limits before it starts, then run one: `retry` must exceed three time limits, or a slow
-    # task could be delivered twice.
-    retry = _retry_override or 3 * timeout + 60
-    if retry <= timeout:
-        raise ImproperlyConfigured(
-            f"PASTQ_TASK_RETRY ({retry}s) must exceed the task time limit ({timeout}s).")
-    return {"workers": workers, "timeout": timeout, "retry": retry, "queue_limit": workers}
+    # `retry` is django-q's lock on a taken task: here the lease, renewed while the job runs
+    # (core/jobs/execution.py), not several time limits. `queue_limit` = workers: the broker
+    # takes a task only for a free worker.
+    return {"workers": workers, "timeout": timeout, "retry": PASTQ_LEASE_SECONDS,
+            "queue_limit": workers}
 
+
+# django-q warns when `retry` is below `timeout`: with leases that is intended (see above).
+warnings.filterwarnings("ignore", message="Retry and timeout are misconfigured",
+                        module="django_q.conf")
 
 Q_CLUSTER = {
     "name": PASTQ_CLUSTER,
     "orm": "default",  # the ORM broker: delivery receipts, one database for data and queue
-    **_cluster_options(
-        _workers_override or 2, max(q["timeout"] for q in PASTQ_QUEUES.values())),
+    "broker_class": "core.jobs.broker.PastqBroker",
+    **_cluster_options(_workers_override or len(PASTQ_QUEUES) + 1,
+                       max(q["timeout"] for q in PASTQ_QUEUES.values())),
     "ack_failures": True,  # a failed task is not redelivered blindly: core.jobs decides retries
     "max_attempts": 1,
     "catch_up": False,  # after downtime a schedule runs once, not once per missed slot
     # Keep every result: with a limit, django-q prunes on every task by reading up to that many
     # rows (at 1000 it cut throughput from ~400 to ~115 tasks/s on PostgreSQL, bench/queue.py).
-    # core.tasks.job_runs_prune deletes results older than the retention instead.
+    # maintenance.tasks.job_records_prune deletes results older than the retention instead.
     "save_limit": 0,
     "recycle": 500,
     "max_rss": 512_000,  # KiB: a worker that grew past 500 MB is replaced after its task
     # SQLite: slower polling and status saves, so an idle cluster does not hold the write lock.
     "poll": 1.0 if _on_sqlite else 0.2,
-    "guard_cycle": 1.5 if _on_sqlite else 0.5,
+    "guard_cycle": 1.0 if _on_sqlite else 0.5,
     "cache": "default",
     "label": "Jobs (django-q2)",
     "log_level": env.str("Q_LOG_LEVEL", default="INFO"),

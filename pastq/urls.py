@@ -15,8 +15,15 @@ Including another URLconf
     2. Add a URL to urlpatterns:  path('blog/', include('blog.urls'))
 """
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import TemplateView
+
+from maintenance.urls import health_patterns, operations_patterns
 
 urlpatterns = [
+    path("", TemplateView.as_view(template_name="landing.html"), name="landing"),
+    path("health/", include(health_patterns)),
+    # Before the admin's own URLs, which end with a catch-all.
+    path("admin/operations/", include(operations_patterns)),
     path('admin/', admin.site.urls),
 ]
