@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# `make test` runs in parallel, one pytest process per core (pytest-xdist).
+PYTEST_ARGS ?= -n auto
 
 .PHONY: run test lint bench setup clean-venv
 
@@ -36,6 +38,7 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -68,7 +68,8 @@ class OpsAlertAdmin(ReadOnlyAdmin):
 class ScheduleForm(forms.ModelForm):
     class Meta:
         model = Schedule
-        fields = "__all__"
+        fields = ["name", "func", "hook", "args", "kwargs", "schedule_type", "minutes",
+                  "repeats", "next_run", "cron", "cluster", "intended_date_kwarg"]
 
     def clean_func(self):
         func = self.cleaned_data["func"]
@@ -116,7 +117,7 @@ class ScheduleAdmin(django_q_admin.ScheduleAdmin):
         super().save_model(request, obj, form, change)
 
 
-@admin.action(description="Run the selected tasks again (declared jobs only)")
+@admin.action(description="Run the selected tasks again (declared jobs only; a resubmitted failure leaves this list)")
 def resubmit_jobs(modeladmin, request, queryset):
     if not _may_operate(request):
         modeladmin.message_user(request, f"Running jobs needs {RUN_PERMISSION}.", messages.ERROR)
@@ -124,11 +125,16 @@ def resubmit_jobs(modeladmin, request, queryset):
     sent, refused = 0, []
     for task in queryset:
         try:
-            enqueue(task.func, args=list(task.args or ()), kwargs=dict(task.kwargs or {}))
+            # The same group: a scheduled run's failure, run again, is the schedule's job (its
+            # success resolves the schedule's alert).
+            enqueue(task.func, args=list(task.args or ()), kwargs=dict(task.kwargs or {}),
+                    group=task.group or None)
         except ValueError as exc:
             refused.append(f"{task.name}: {exc}")
             continue
         sent += 1
+        if isinstance(modeladmin, FailureAdmin):
+            task.delete()  # as django-q's own resubmit does: a failure is resubmitted once
     modeladmin.message_user(request, f"{sent} tasks queued again.")
     for line in refused:
         modeladmin.message_user(request, f"Not queued: {line}", messages.WARNING)

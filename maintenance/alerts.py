@@ -40,7 +40,7 @@ def alert_open(*, key: str, summary: str, detail: str = "") -> bool:
         return False  # open already (the partial unique constraint), maybe from another process
     logger.error("alert opened key=%s summary=%s", key, summary)
     try:
-        mail_admins(f"[pastq] {summary}", f"{summary}\n\n{detail}")
+        mail_admins(summary, f"{summary}\n\n{detail}")  # EMAIL_SUBJECT_PREFIX: "[pastq] "
     except Exception:
         logger.exception("The alert email could not be sent (key=%s).", key)
     return True

@@ -10,11 +10,14 @@ when that clears. `/health/` only reads: a web process acts on requests, it is n
 from __future__ import annotations
 
 import datetime
+import functools
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from core.jobs import liveness
@@ -63,16 +66,32 @@ class HealthReport:
                 "checks": [c.as_dict() for c in self.checks]}
 
 
+@functools.cache
+def _migrations_on_disk() -> frozenset[tuple[str, str]]:
+    """Every migration this code has: fixed for the life of a process, so loaded once."""
+    return frozenset(MigrationLoader(None, ignore_no_migrations=True).graph.nodes)
+
+
 def check_database() -> CheckResult:
+    """A round trip, then whether every migration of this code is applied (one more query)."""
     started = time.perf_counter()
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except Exception as exc:
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        applied = set(MigrationRecorder(connection).applied_migrations())
+    except DatabaseError as exc:
         return CheckResult("database", FAIL, True, f"{connection.vendor}: {exc}")
-    latency = round((time.perf_counter() - started) * 1000, 2)
-    return CheckResult("database", PASS, True, f"{connection.vendor} answered",
+    unapplied = sorted(_migrations_on_disk() - applied)
+    if unapplied:
+        return CheckResult(
+            "database", FAIL, True,
+            f"{connection.vendor} answered, but {len(unapplied)} migrations are not applied "
+            f"(first: {'.'.join(unapplied[0])}): run manage.py init_db",
+            observed=latency, unit="ms")
+    return CheckResult("database", PASS, True,
+                       f"{connection.vendor} answered; migrations applied",
                        observed=latency, unit="ms")
 
 
@@ -95,18 +114,24 @@ def health_report(now: datetime.datetime | None = None) -> HealthReport:
     """Every check, measured now. When the database is down the queue checks cannot run: they
     are reported as failed with that reason."""
     now = now or timezone.now()
+    started = time.perf_counter()
     database = check_database()
+    database.duration_ms = round((time.perf_counter() - started) * 1000, 2)
     checks, states = [database], []
     if database.status == PASS:
         started = time.perf_counter()
-        states = liveness.queue_states(now)
+        try:
+            states = liveness.queue_states(now)
+        except DatabaseError as exc:
+            checks.append(CheckResult("queues", FAIL, True, f"could not be read: {exc}"))
         elapsed = round((time.perf_counter() - started) * 1000, 2)
         for state in states:
             result = check_queue(state)
             result.duration_ms = elapsed
             checks.append(result)
     else:
-        checks.append(CheckResult("queues", FAIL, True, "not checked: the database is down"))
+        checks.append(CheckResult("queues", FAIL, True,
+                                  "not checked: the database is not ready"))
     return HealthReport(checked_at=now, checks=checks, queue_states=states)
 
 

@@ -19,6 +19,9 @@ class Operations(models.Model):
             ("run_job", "Can run, pause, resume and cancel jobs and acknowledge alerts"),
         ]
 
+    def __str__(self):
+        return "operations"
+
 
 class OpsAlert(models.Model):
     """An operational problem the staff were told about, once. While it is open no second email

@@ -45,7 +45,9 @@ def schedule_run_now(schedule: Schedule) -> str:
     job_spec(schedule.func)
     args, kwargs = schedule_call(schedule)
     task_id = enqueue(schedule.func, args=args, kwargs=kwargs,
-                      group=schedule.name or f"schedule-{schedule.pk}")
+                      # What django-q's scheduler names its runs (its name, else its id), so
+                      # this run is the same job as the scheduled ones (core.jobs.execution).
+                      group=schedule.name or str(schedule.pk))
     logger.info("schedule run now name=%s task_id=%s", schedule.name, task_id)
     return task_id
 

@@ -30,7 +30,8 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.signing import BadSignature, PickleSerializer, SignedPackage
 
-from core.jobs import queues, signals
+import core.jobs.queues as queues
+import core.jobs.signals as signals
 from core.jobs.definitions import job_spec
 from core.jobs.models import JobRun
 
@@ -87,28 +88,33 @@ class PastqBroker(ORM):
             running[queue] = running.get(queue, 0) + 1
         return running
 
-    def _takeable_queues(self, running: dict[str, int], free: int) -> list[str]:
+    def _allowances(self, running: dict[str, int]) -> tuple[int, dict[str, int], int]:
+        """The free workers; of them, one kept for each queue with nothing running, and the
+        rest shared by every queue, oldest task first."""
+        free = max(0, Conf.WORKERS - sum(running.values()))
         idle = [q for q in self.queues if not running.get(q)]
-        takeable = []
-        for queue in self.queues:
-            # A queue with nothing running takes its own reserved worker; one that has work
-            # running takes more only while a worker stays free for every other idle queue.
-            reserve = len(idle) - (queue in idle)
-            if not running.get(queue) or free > reserve:
-                takeable.append(queue)
-        return takeable
+        kept = dict.fromkeys(idle, 1) if free else {}
+        return free, kept, max(0, free - len(idle))
 
     def dequeue(self):
         now = timezone.now()
         self.get_connection()  # closes a stale connection first, as django-q's broker does
         running = self._running_by_queue(now)
-        free = Conf.WORKERS - sum(running.values())
-        takeable = self._takeable_queues(running, free) if free > 0 else []
+        free, kept, shared = self._allowances(running)
+        takeable = [q for q in self.queues if kept.get(q) or shared]
         candidates = list(
             OrmQ.objects.using(Conf.ORM).filter(key__in=takeable, lock__lt=now)
-            .order_by("id")[:1]) if takeable else []
+            .order_by("id")[:free]) if takeable else []
         taken = []
         for task in candidates:
+            if len(taken) == free:
+                break
+            if kept.get(task.key):
+                kept[task.key] -= 1
+            elif shared:
+                shared -= 1
+            else:
+                continue
             # The optimistic claim of django-q's broker: another cluster may be faster.
             if OrmQ.objects.using(Conf.ORM).filter(id=task.id, lock=task.lock).update(
                     lock=self.timeout()):
@@ -116,8 +122,10 @@ class PastqBroker(ORM):
                 if payload is not None:
                     self._taken[task.pk] = task.key
                     taken.append((task.pk, payload))
-        if not candidates:
-            sleep(Conf.POLL)  # nothing to take: spare the database
+        if not taken:
+            # Nothing to take. While our jobs run a worker may free up any moment: look again
+            # soon; with nothing running, spare the database.
+            sleep(min(Conf.POLL, 0.01) if self._taken else Conf.POLL)
         return taken or None
 
     def _verified(self, task: OrmQ) -> str | None:

@@ -44,7 +44,7 @@ from django_q.queues import Queue
 from django_q.scheduler import scheduler
 from django_q.status import Stat
 
-from core.jobs import queues
+import core.jobs.queues as queues
 from core.jobs.models import ClusterPresence
 
 logger = logging.getLogger("pastq.jobs")

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils.module_loading import import_string
 
-from core.jobs import queues
+import core.jobs.queues as queues
 from core.jobs.execution import execute
 
 

@@ -12,7 +12,7 @@ import datetime
 import json
 from collections.abc import Mapping, Sequence
 
-from core.jobs import queues
+import core.jobs.queues as queues
 from core.jobs.definitions import job_spec
 from core.jobs.packages import enqueue_package
 

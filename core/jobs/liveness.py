@@ -23,7 +23,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from core.jobs import queues
+import core.jobs.queues as queues
 from core.jobs.models import ClusterPresence, JobRun
 
 RUNNING, STARTING, DOWN, NEVER = "running", "starting", "down", "never"

@@ -17,7 +17,7 @@ from django_q.humanhash import uuid as task_uuid
 from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
 
-from core.jobs import queues
+import core.jobs.queues as queues
 
 # The key of the task package that carries the plumbing's data: {"queue", "chain", "attempt"}.
 PACKAGE_KEY = "pastq"

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.models import Schedule
 
-from core.jobs import queues
+import core.jobs.queues as queues
 from core.jobs.definitions import job_spec
 
 MANAGED_PREFIX = "pastq:"

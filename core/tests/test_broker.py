@@ -114,3 +114,11 @@ def test_a_task_signed_with_an_unknown_key_is_recorded_and_alerted_never_lost(
     assert "SECRET_KEY_FALLBACKS" in run.error
     assert OpsAlert.objects.get(resolved_at__isnull=True).key == "task-undeliverable:analytics"
     assert len(mailoutbox) == 1
+
+
+def test_never_more_tasks_than_free_workers_even_with_every_queue_waiting(monkeypatch):
+    monkeypatch.setattr(Conf, "WORKERS", 3)
+    for queue in ("question_processing", "analytics", "maintenance", "notifications"):
+        put(queue, 2)
+    taken = take_all(PastqBroker(list_key="pastq"))
+    assert len(taken) == 3 and len(set(taken)) == 3  # three queues, one task each

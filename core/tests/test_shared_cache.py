@@ -30,18 +30,26 @@ def test_redis_url_selects_the_redis_cache(monkeypatch):
 
 
 @pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
-def test_cluster_status_goes_through_a_redis_cache(settings, db):
-    """django-q's cluster status (what the operations page lists as live clusters) is written
-    to and read from the shared cache."""
+@pytest.mark.django_db(transaction=True)
+def test_a_cluster_started_with_redis_url_reports_its_status_in_redis(qcluster, settings):
+    """A real qcluster with REDIS_URL: its status (what django-q's monitor reads) lands in
+    Redis, where a process on another machine would find it."""
     from django.core.cache import caches
-    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+    from django_q.status import Stat
 
+    from core.tests.conftest import wait_for
+
+    database = 15
+    prefix = f"pastq-test-{uuid.uuid4().hex[:8]}"
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:6379/15",
-                                   "KEY_PREFIX": f"pastq-test-{uuid.uuid4().hex}"}}
-    broker = get_broker()
-    broker.cache = caches["default"]
-    key = f"django_q:pastq:cluster:{uuid.uuid4().hex}"
-    broker.set_stat(key, "status-payload", 5)
-    assert "status-payload" in (broker.get_stats("django_q:pastq:cluster:*") or [])
-    caches["default"].clear()
+                                   "LOCATION": f"redis://127.0.0.1:6379/{database}",
+                                   "KEY_PREFIX": prefix}}
+    process = qcluster(REDIS_URL=f"redis://127.0.0.1:6379/{database}", REDIS_KEY_PREFIX=prefix)
+    try:
+        stats = wait_for(lambda: [s for s in Stat.get_all() if s.cluster_id], timeout=30,
+                         what="the cluster's status in Redis")
+        assert stats[0].pid == process.pid or stats[0].sentinel
+        assert caches["default"].get(Conf.Q_STAT)  # django-q's list of cluster keys
+    finally:
+        caches["default"].clear()
