@@ -41,13 +41,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--tasks", type=int, default=3000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="workers of the cluster (default: the production default, one "
+                             "per queue plus one)")
     args = parser.parse_args()
 
     var = tempfile.mkdtemp(prefix="pastq-bench-")
     url = scratch_database(args.postgres, var)
     env = {**os.environ, "DATABASE_URL": url, "PASTQ_VAR_DIR": var, "DEBUG": "on",
-           "PASTQ_WORKERS": str(args.workers), "LOG_LEVEL": "WARNING"}
+           "LOG_LEVEL": "WARNING"}
+    if args.workers:
+        env["PASTQ_WORKERS"] = str(args.workers)
     os.environ.update(env)
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
@@ -79,7 +83,11 @@ def main():
          lambda: enqueue("bench.tasks.job_sleep_10ms")),
     ]
     database = "PostgreSQL" if args.postgres else "SQLite"
-    print(f"{database}, {args.tasks} tasks, {args.workers} workers")
+    from django.conf import settings
+
+    workers = args.workers or len(settings.PASTQ_QUEUES) + 1
+    print(f"{database}, {args.tasks} tasks on one queue, a cluster of {workers} workers "
+          f"serving every queue (one queue may use {workers - len(settings.PASTQ_QUEUES) + 1})")
     print(f"{'task':<18}{'bare/s':>12}{'enqueue/s':>11}{'drain/s':>9}{'end-to-end/s':>14}"
           f"{'e2e/bare':>10}")
     for name, function, send in kinds:
