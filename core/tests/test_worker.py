@@ -91,7 +91,9 @@ def test_a_killed_worker_s_job_runs_again_within_a_lease_and_once(qcluster):
     again = wait_for(lambda: JobRun.objects.filter(job=job, attempt=2).first(), timeout=30,
                      interval=0.2, what="the redelivery")
     rerun_delay = again.started_at.timestamp() - killed_at
-    assert rerun_delay < 6 + 3, f"reran {rerun_delay:.1f}s after the kill"
+    # One lease (6 s) after its last renewal, plus the time a loaded CI machine takes to hand
+    # it to a worker; never the job's time limit (30 s) or more.
+    assert rerun_delay < 6 + 8, f"reran {rerun_delay:.1f}s after the kill"
     done = wait_for(lambda: JobRun.objects.filter(job=job, outcome="succeeded").first(),
                     timeout=30, what="the redelivery to succeed")
     first.refresh_from_db()

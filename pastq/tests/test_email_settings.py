@@ -29,7 +29,7 @@ def test_mail_admins_reaches_a_real_smtp_server(smtp_server, run_python):
     assert message.envelope_to == ["first@example.com", "second@example.com"]
     assert message["From"] == "pastq <alerts@example.com>"
     assert message["To"] == "first@example.com, second@example.com"
-    assert message["Subject"] == "[Django] Queue stalled"
+    assert message["Subject"] == "[pastq] Queue stalled"
     assert message.get_content().strip() == "The analytics queue has not run for 11 minutes."
 
 
