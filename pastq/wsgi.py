@@ -14,3 +14,9 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'pastq.settings')
 
 application = get_wsgi_application()
+
+# With DEBUG off the vector index must be a Chroma server: refuse to start without CHROMA_URL
+# (core.E001), rather than fail on the first request that needs the index.
+from core.ai.vectors import vector_index_require_configuration  # noqa: E402
+
+vector_index_require_configuration()

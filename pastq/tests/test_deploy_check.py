@@ -9,6 +9,7 @@ PRODUCTION = {
     "SECRET_KEY": secrets.token_urlsafe(50),
     "ALLOWED_HOSTS": "pastq.example.com",
     "EMAIL_URL": "smtp+tls://mailer:password@smtp.example.com:587",
+    "CHROMA_URL": "http://chroma.internal:8000",  # core.E001 without it
 }
 
 CHECK_DEPLOY = ("from django.core.management import execute_from_command_line; "

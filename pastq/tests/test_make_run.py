@@ -1,7 +1,8 @@
 """`make run` as a new user meets it: the password story, and one Ctrl-C ending every process
-(honcho runs the web server, the worker and the health watcher, each in its own process group;
-a terminal's Ctrl-C is SIGINT to honcho's group)."""
+(honcho runs the web server, the worker, the health watcher and the Chroma server, each in its
+own process group; a terminal's Ctrl-C is SIGINT to honcho's group)."""
 
+import json
 import os
 import signal
 import socket
@@ -48,6 +49,17 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
+def CHROMA_RECORD() -> Path:  # noqa: N802  (reads like the path it is)
+    return Path(settings.VAR_DIR) / "chroma-server.json"
+
+
+def _chroma_server_pid() -> int | None:
+    try:
+        return json.loads(CHROMA_RECORD().read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -89,6 +101,11 @@ def test_one_ctrl_c_stops_every_process_within_15s(moment, tmp_path):
                          timeout=60, what="the web server")
                 wait_for(lambda: ClusterPresence.objects.filter(status="running").exists(),
                          timeout=60, what="the worker")
+                # The vector index server: recorded in var/ once it answers, and its process
+                # carries the marker like every other (so the check below covers it).
+                chroma = wait_for(lambda: _chroma_server_pid(), timeout=60,
+                                  what="the Chroma server")
+                assert chroma in _processes_with(marker)
             if moment == "running a job":
                 from core.jobs import enqueue
 
@@ -101,6 +118,7 @@ def test_one_ctrl_c_stops_every_process_within_15s(moment, tmp_path):
             wait_for(lambda m=marker, h=honcho: h.poll() is not None and not _processes_with(m),
                      timeout=15, interval=0.2, what="every process to end")
             took = time.monotonic() - started
+            assert not CHROMA_RECORD().exists(), "chroma_server left its record behind"
         finally:
             for pid in _processes_with(marker):
                 os.kill(pid, signal.SIGKILL)

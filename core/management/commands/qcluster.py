@@ -6,8 +6,11 @@ INSTALLED_APPS; same options."""
 import os
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
+from core.ai.vectors import vector_index_require_configuration
 from core.jobs.cluster import PastqCluster
 
 
@@ -22,6 +25,10 @@ class Command(DjangoQCommand):
 
     def handle(self, *args, **options):
         settings.SECRET_KEY  # noqa: B018  (signing needs it: fail early, as django-q does)
+        try:
+            vector_index_require_configuration()  # with DEBUG off: CHROMA_URL, or no start
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
         cluster = PastqCluster()
