@@ -12,13 +12,20 @@ class CoreConfig(AppConfig):
     name = "core"
 
     def ready(self):
+        from django.core.checks import register  # noqa: PLC0415  (app loading)
+        from django.db.models.signals import post_delete  # noqa: PLC0415  (app loading)
         from django_q.signals import (  # noqa: PLC0415  (app loading)
             post_execute_in_worker,
             post_spawn,
             pre_execute,
         )
 
+        from core import processing  # noqa: PLC0415  (app loading: it imports models)
+        from core.ai import vectors  # noqa: PLC0415  (app loading)
         from core.jobs import execution  # noqa: PLC0415  (app loading: it imports models)
+
+        # core.E001: with DEBUG off the vector index must be a Chroma server (CHROMA_URL).
+        register(vectors.vector_index_check, "vectors", deploy=True)
 
         # The worker tells the job plumbing which django-q task it is running, and a new worker
         # learns to stop gracefully.
@@ -26,3 +33,6 @@ class CoreConfig(AppConfig):
         post_execute_in_worker.connect(execution.forget_current_task,
                                        dispatch_uid="pastq-forget-task")
         post_spawn.connect(execution.stop_on_sigterm, dispatch_uid="pastq-worker-sigterm")
+        # A deleted question's vectors leave the index (retiring does it in its service).
+        post_delete.connect(processing.on_question_deleted, sender="core.Question",
+                            dispatch_uid="pastq-question-vectors")

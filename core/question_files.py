@@ -76,7 +76,7 @@ class QuestionRecord:
     subject: str
     question_type: str
     text: str
-    difficulty: str = Difficulty.MEDIUM
+    difficulty: str = ""  # declared by the author, or blank
     marks: int = 1
     topic: str | None = None
     exam_body: str | None = None
@@ -190,8 +190,10 @@ def validate_question(
     question_type = _text(data.get("type"), "type", c, required=True)
     if question_type and question_type not in Question.Type.values:
         c.add("type", f"must be one of {', '.join(Question.Type.values)}, not {question_type!r}")
-    difficulty = _text(data.get("difficulty"), "difficulty", c) or Difficulty.MEDIUM
-    if difficulty not in Difficulty.values:
+    # Optional: blank when the author said nothing (the app then uses the measured or the AI's
+    # estimate; Question.effective_difficulty).
+    difficulty = _text(data.get("difficulty"), "difficulty", c) or ""
+    if difficulty and difficulty not in Difficulty.values:
         c.add("difficulty", f"must be one of {', '.join(Difficulty.values)}, not {difficulty!r}")
     marks = _integer(data.get("marks"), "marks", c, low=1, high=100) or 1
     text = _text(data.get("text"), "text", c, required=True)

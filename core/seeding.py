@@ -252,7 +252,7 @@ def _question_facts(seed: int) -> dict[int, list[_QuestionFacts]]:
         noise = random.Random(f"{seed}:question:{digest}").gauss(0, 0.35)
         own = choices[pk]
         by_subject[subject_id].append(_QuestionFacts(
-            pk=pk, subject_id=subject_id, difficulty=DIFFICULTY_CENTRE[declared] + noise,
+            pk=pk, subject_id=subject_id, difficulty=DIFFICULTY_CENTRE.get(declared, 0.0) + noise,
             correct_choice_id=next((c for c, ok in own if ok), None),
             wrong_choice_ids=[c for c, ok in own if not ok],
         ))

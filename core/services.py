@@ -16,7 +16,7 @@ from django.db.models import F, Max, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from core import catalogue
+from core import catalogue, processing
 from core.models import (
     Achievement,
     ApiToken,
@@ -130,9 +130,13 @@ def question_check_choices(question_type: str, correct_flags: Iterable[bool]) ->
 
 def questions_retire(questions) -> int:
     """Questions that were answered are retired, never deleted (attempts protect them).
-    One UPDATE for the whole queryset; returns how many changed."""
-    return questions.exclude(status=Question.Status.RETIRED).update(
+    One UPDATE for the whole queryset; their vectors leave the index after the commit (an
+    update sends no signal). Returns how many changed."""
+    ids = list(questions.exclude(status=Question.Status.RETIRED).values_list("pk", flat=True))
+    retired = Question.objects.filter(pk__in=ids).update(
         status=Question.Status.RETIRED, updated_at=timezone.now())
+    processing.questions_remove_vectors(ids)
+    return retired
 
 
 @dataclass

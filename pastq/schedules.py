@@ -9,6 +9,9 @@ task here, so add a row only for a task that exists.
 from core.jobs.schedules import Periodic
 
 SCHEDULES: list[Periodic] = [
+    Periodic("question-processing", "core.tasks.process_pending_questions", "*/10 * * * *",
+             description="every pending AI step: embeddings, metadata, explanations, similar "
+                         "questions"),
     Periodic("health-checks", "maintenance.tasks.health_checks", "*/5 * * * *",
              description="queues served and moving; alerts the staff (health_check from "
                          "outside watches the cluster itself)"),

@@ -279,6 +279,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # chromadb's and google-genai's clients: every request
     },
 }
 
@@ -363,3 +364,30 @@ Q_CLUSTER = {
         for name, spec in PASTQ_QUEUES.items()
     },
 }
+
+# --- AI processing (core/processing.py, core/ai/; docs/embeddings.md, docs/vectors.md) -------
+# Gemini when GEMINI_API_KEY is set; otherwise the offline providers (no network).
+GEMINI_API_KEY = env.ENVIRON.get("GEMINI_API_KEY", "")  # a secret: read as it is
+GEMINI_BASE_URL = env.str("GEMINI_BASE_URL", default="")
+GEMINI_TIMEOUT_SECONDS = env.float("GEMINI_TIMEOUT_SECONDS", default=30.0)
+GEMINI_MODEL = env.str("GEMINI_MODEL", default="gemini-3.8-flash")
+GEMINI_EMBEDDING_MODEL = env.str("GEMINI_EMBEDDING_MODEL", default="gemini-embedding-001")
+GEMINI_EMBEDDING_DIM = env.int("GEMINI_EMBEDDING_DIM", default=768)
+GEMINI_DUPLICATE_THRESHOLD = env.float("GEMINI_DUPLICATE_THRESHOLD", default=0.90)
+GEMINI_RPM = env.int("GEMINI_RPM", default=0)
+GEMINI_DAILY_REQUESTS = env.int("GEMINI_DAILY_REQUESTS", default=0)
+GEMINI_DAILY_TOKENS = env.int("GEMINI_DAILY_TOKENS", default=0)
+GEMINI_RATE_MAX_WAIT_SECONDS = env.float("GEMINI_RATE_MAX_WAIT_SECONDS", default=60.0)
+# The vector index: a Chroma server every process shares; required with DEBUG off (core.E001).
+# Unset in development: the server `make run` starts (var/chroma-server.json), else the file
+# store under a lock.
+CHROMA_URL = env.str("CHROMA_URL", default="")
+CHROMA_PORT = env.int("CHROMA_PORT", default=0)  # manage.py chroma_server's port (0: a free one)
+CHROMA_TIMEOUT = env.float("CHROMA_TIMEOUT", default=30.0)  # seconds, every call to a server
+CHROMA_LOCK_TIMEOUT = env.float("CHROMA_LOCK_TIMEOUT", default=30.0)  # waiting for the file store
+# A claimed batch of steps is leased this long: more than the question_processing queue's time
+# limit, so only a batch whose worker died is claimed again.
+PASTQ_PROCESSING_LEASE_SECONDS = env.int(
+    "PASTQ_PROCESSING_LEASE_SECONDS", default=PASTQ_QUEUES["question_processing"]["timeout"] + 30)
+PASTQ_PROCESSING_BATCH_SIZE = env.int("PASTQ_PROCESSING_BATCH_SIZE", default=50)
+PASTQ_SIMILAR_NEIGHBOURS = env.int("PASTQ_SIMILAR_NEIGHBOURS", default=10)

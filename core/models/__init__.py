@@ -1,6 +1,7 @@
-"""Models of the core app: the domain (domain.py) and the job plumbing's records, which live
-with the plumbing (core/jobs/models.py) and are registered here."""
+"""Models of the core app: the domain (domain.py), and records that live with their code and are
+registered here: the job plumbing's (core/jobs/models.py) and the AI limits' (core/ai/models.py)."""
 
+from core.ai.models import AiUsage  # noqa: F401  (the AI limits' counters)
 from core.jobs.models import ClusterPresence, JobRun  # noqa: F401
 from core.models.domain import *  # noqa: F403
 from core.models.domain import (  # noqa: F401  (explicit names for tools and readers)
@@ -11,7 +12,6 @@ from core.models.domain import (  # noqa: F401  (explicit names for tools and re
     Difficulty,
     ExamPaper,
     PracticeSession,
-    ProcessingStatus,
     Question,
     SeedRecord,
     StudentProfile,
@@ -21,3 +21,4 @@ from core.models.domain import (  # noqa: F401  (explicit names for tools and re
     UserManager,
     validate_timezone,
 )
+from core.models.processing import QuestionStep, SimilarQuestion  # noqa: F401

@@ -214,14 +214,6 @@ class ExamPaper(models.Model):
         return f"{self.exam_body} {self.subject.code} {self.year} {self.sitting} Paper {self.paper_number}"
 
 
-class ProcessingStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    PROCESSING = "processing", "Processing"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"
-    SKIPPED = "skipped", "Skipped"
-
-
 class Question(models.Model):
     class Type(models.TextChoices):
         MULTIPLE_CHOICE = "multiple_choice", "Multiple choice"
@@ -249,8 +241,9 @@ class Question(models.Model):
     text = models.TextField()
     marks = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
     difficulty = models.CharField(
-        max_length=10, choices=Difficulty.choices, default=Difficulty.MEDIUM,
-        help_text="Declared by the author; measured difficulty comes from analytics.",
+        max_length=10, choices=Difficulty.choices, blank=True,
+        help_text="Declared by the author; blank when the author said nothing. See "
+                  "effective_difficulty for the difficulty the app uses.",
     )
     priority = models.SmallIntegerField(
         default=0, help_text="Higher is processed and served first."
@@ -268,21 +261,23 @@ class Question(models.Model):
         max_length=200, blank=True, help_text="Where it came from: seed bank, import file, admin."
     )
 
-    # Filled by the AI pipeline (processing issue); one status per step.
-    embedding_status = models.CharField(
-        max_length=12, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING
-    )
-    explanation_status = models.CharField(
-        max_length=12, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING
-    )
-    metadata_status = models.CharField(
-        max_length=12, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING
-    )
-    ai_explanation = models.TextField(blank=True)
+    # Written by the AI pipeline (core/processing.py); each step's status is a QuestionStep.
+    ai_explanation = models.TextField(
+        blank=True, help_text="Written by the AI; never replaces the explanation a person wrote.")
+    ai_explanation_conclusion = models.CharField(
+        max_length=200, blank=True,
+        help_text="The option (or answer) the AI explanation concludes, checked against the key.")
+    ai_key_disagreement = models.BooleanField(
+        "AI explanation disagrees with the key", default=False, db_index=True,
+        help_text="The AI explanation concludes another option than the key: a possible wrong "
+                  "key or a bad explanation, for review.")
     ai_metadata = models.JSONField(default=dict, blank=True)
-    ai_model = models.CharField(max_length=120, blank=True)
-    ai_error = models.TextField(blank=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
+    ai_difficulty = models.CharField(
+        max_length=10, choices=Difficulty.choices, blank=True,
+        help_text="Estimated by the AI (metadata step).")
+    measured_difficulty = models.CharField(
+        max_length=10, choices=Difficulty.choices, blank=True,
+        help_text="Measured from students' answers (analytics), when there is enough data.")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -291,7 +286,6 @@ class Question(models.Model):
         ordering = ["subject__code", "id"]
         indexes = [
             models.Index(fields=["status", "subject"], name="core_q_status_subject"),
-            models.Index(fields=["embedding_status", "-priority"], name="core_q_embed_queue"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(marks__gte=1), name="core_question_marks"),
@@ -304,6 +298,16 @@ class Question(models.Model):
     @property
     def has_choices(self) -> bool:
         return self.question_type in self.CHOICE_TYPES
+
+    @property
+    def effective_difficulty(self) -> tuple[str, str]:
+        """(difficulty, source): measured from answers when analytics had enough data, else
+        declared by the author, else estimated by the AI; ("", "none") when nobody knows."""
+        for value, source in ((self.measured_difficulty, "measured"),
+                              (self.difficulty, "declared"), (self.ai_difficulty, "ai")):
+            if value:
+                return value, source
+        return "", "none"
 
     def clean(self):
         if self.topic_id and self.topic.subject_id != self.subject_id:

@@ -77,6 +77,9 @@ def qcluster(tmp_path):
             "PASTQ_SCHEDULER_SECONDS": "1",
             "PASTQ_WEDGE_SECONDS": "3",
             "PASTQ_STOP_GRACE_SECONDS": "3",
+            # qcluster refuses to start with DEBUG off and no Chroma server configured; nothing
+            # here calls it (a test that does passes the real server's URL).
+            "CHROMA_URL": "http://127.0.0.1:9",
             "PYTHONUNBUFFERED": "1",
             **env,
         }
@@ -98,3 +101,28 @@ def qcluster(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         print(f"----- {name} log -----\n{log.read_text()[-6000:]}")
+
+
+@pytest.fixture
+def fake_gemini():
+    """A fake Gemini API on loopback (core/tests/fake_gemini.py), stopped when the test ends;
+    it expects the API key "test-key"."""
+    from core.tests.fake_gemini import FakeGemini
+
+    with FakeGemini(api_key="test-key") as server:
+        yield server
+
+
+@pytest.fixture
+def index(settings, tmp_path):
+    """The AI pipeline offline (no GEMINI_API_KEY: the sentence model shipped in a package)
+    over a fresh Chroma file store of its own."""
+    from core.ai import vectors
+
+    settings.DEBUG = True
+    settings.VAR_DIR = tmp_path / "var"
+    settings.VAR_DIR.mkdir()
+    settings.CHROMA_URL = ""
+    settings.GEMINI_API_KEY = ""
+    yield
+    assert not vectors._file_store, "the file store was left open"

@@ -8,17 +8,24 @@ from core.question_files import content_hash
 _counter = itertools.count(1)
 
 
-def make_question(*, subject_code="MATH", text=None, correct="B", labels="ABCD", **fields):
-    """A multiple-choice question with one correct choice."""
+def make_question(*, subject_code="MATH", text=None, correct="B", labels="ABCD",
+                  question_type=Question.Type.MULTIPLE_CHOICE, choices=None, **fields):
+    """A question: by default multiple-choice with choices labelled `labels`, `correct` the
+    right one; `choices` as [(label, text, is_correct), ...] gives them exactly; a numeric,
+    short-answer or essay question gets none."""
     subject = Subject.objects.get(code=subject_code)
     text = text or f"Question number {next(_counter)}?"
-    choice_texts = [f"option {label} of {text}" for label in labels]
+    if question_type not in Question.CHOICE_TYPES:
+        choices = []
+    elif choices is None:
+        choices = [(label, f"option {label} of {text}", label == correct) for label in labels]
     question = Question.objects.create(
-        subject=subject, question_type=Question.Type.MULTIPLE_CHOICE, text=text,
-        content_hash=content_hash(subject_code, "multiple_choice", text, choice_texts), **fields,
+        subject=subject, question_type=question_type, text=text,
+        content_hash=content_hash(subject_code, question_type, text, [c[1] for c in choices]),
+        **fields,
     )
     Choice.objects.bulk_create(
-        Choice(question=question, label=label, text=choice_text, is_correct=label == correct)
-        for label, choice_text in zip(labels, choice_texts, strict=True)
+        Choice(question=question, label=label, text=choice_text, is_correct=is_correct)
+        for label, choice_text, is_correct in choices
     )
     return question

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 PRUNE = "maintenance.tasks.job_records_prune"
 
 # Tables the tests point PASTQ_SCHEDULES at.
-SMALLER = [p for p in SCHEDULES if p.name != "health-checks"]
+SMALLER = [p for p in SCHEDULES if p.name == "job-records-prune"]
 CLASHING = [Periodic("bad-kwargs", PRUNE, "0 3 * * *", kwargs={"days": 9, "timeout": 60})]
 BAD_CRON = [Periodic("bad-cron", PRUNE, "every day at three")]
 NOT_A_JOB = [Periodic("not-a-job", "core.services.catalogue_load", "0 3 * * *")]
@@ -96,6 +96,8 @@ def test_sync_keeps_pauses_and_hand_made_schedules_and_removes_rows_that_left(se
 
     assert f"remove {MANAGED_PREFIX}retired-job (no longer in the schedule table)" in changes
     assert f"remove {MANAGED_PREFIX}health-checks (no longer in the schedule table)" in changes
+    assert f"remove {MANAGED_PREFIX}question-processing (no longer in the schedule table)" \
+        in changes
     prune.refresh_from_db()
     assert prune.cron == "45 3 * * *" and prune.repeats == 0  # task owned, pause kept
     assert Schedule.objects.filter(pk=hand_made.pk).exists()

@@ -173,7 +173,10 @@ def test_page_shows_schedules_alerts_failures_retries_and_tasks(admin_client, ma
     for schedule in managed_schedules:
         cells = row_cells(text, f"schedule-{schedule.pk}")
         assert cells[0] == schedule.name and cells[1] == schedule.func
-        assert cells[2] == schedule.cron and cells[3] == "maintenance" and cells[4] == "active"
+        from core.jobs import job_spec
+
+        assert cells[2] == schedule.cron and cells[3] == job_spec(schedule.func).queue
+        assert cells[4] == "active"
         assert url("schedule_run", schedule.pk) in text
         assert url("schedule_pause", schedule.pk) in text
     assert "4321 ms" in row_cells(text, f"schedule-{prune.pk}")[5]  # its last run

@@ -2,11 +2,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core import services
+from core import processing, services
+from core.admin.processing import (
+    QuestionProcessingActions,
+    QuestionStepInline,
+    step_filter,
+    step_summary,
+)
 from core.models import (
     Achievement,
     ApiToken,
@@ -173,35 +180,63 @@ class ChoiceInline(admin.TabularInline):
     formset = ChoiceInlineFormSet
     extra = 0
     fields = ["label", "text", "is_correct"]
+    formfield_overrides = {models.TextField: {"widget": forms.Textarea(attrs={"rows": 2,
+                                                                           "cols": 70})},
+                           models.CharField: {"widget": forms.TextInput(attrs={"size": 4})}}
 
 
 @admin.register(Question)
-class QuestionAdmin(OneQueryPerSelect, admin.ModelAdmin):
-    list_display = ["id", "short_text", "subject", "topic", "question_type", "difficulty",
-                    "status", "year", "embedding_status", "explanation_status"]
-    list_filter = ["status", "subject", "question_type", "difficulty", "embedding_status",
-                   "explanation_status", "metadata_status"]
+class QuestionAdmin(QuestionProcessingActions, OneQueryPerSelect, admin.ModelAdmin):
+    list_display = ["id", "short_text", "subject_code", "topic_name", "difficulty_shown",
+                    "status", "ai_steps", "key_check"]
+    list_filter = ["status", "subject", "question_type", "difficulty", "ai_key_disagreement",
+                   *(step_filter(step) for step in ("embedding", "metadata", "explanation",
+                                                    "similar"))]
     search_fields = ["text", "content_hash"]
     list_select_related = ["subject", "topic__subject"]
     autocomplete_fields = ["paper"]
-    inlines = [ChoiceInline]
-    readonly_fields = ["content_hash", "source", "embedding_status", "explanation_status",
-                       "metadata_status", "ai_explanation", "ai_metadata", "ai_model", "ai_error",
-                       "processed_at", "created_at", "updated_at"]
+    inlines = [ChoiceInline, QuestionStepInline]
+    readonly_fields = ["content_hash", "source", "ai_explanation", "ai_explanation_conclusion",
+                       "ai_key_disagreement", "ai_metadata", "ai_difficulty",
+                       "measured_difficulty", "created_at", "updated_at"]
     fieldsets = (
         (None, {"fields": ("subject", "topic", "paper", "year", "question_type", "text", "marks",
                            "difficulty", "priority", "status", "answer", "explanation")}),
         ("Provenance", {"fields": ("source", "content_hash", "created_at", "updated_at")}),
-        ("AI processing", {"fields": ("embedding_status", "explanation_status",
-                                      "metadata_status", "ai_explanation", "ai_metadata",
-                                      "ai_model", "ai_error", "processed_at")}),
+        ("AI processing", {"fields": ("ai_explanation", "ai_explanation_conclusion",
+                                      "ai_key_disagreement", "ai_metadata", "ai_difficulty",
+                                      "measured_difficulty")}),
     )
-    actions = ["retire"]
+    actions = ["retire", "process_now", "reprocess", "find_similar"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("steps")
+
+    @admin.display(description="AI steps")
+    def ai_steps(self, obj):
+        return step_summary(obj)
+
+    @admin.display(description="Key check", ordering="ai_key_disagreement")
+    def key_check(self, obj):
+        return "⚠ disagrees" if obj.ai_key_disagreement else ""
+
+    @admin.display(description="Subject", ordering="subject__code")
+    def subject_code(self, obj):
+        return obj.subject.code
+
+    @admin.display(description="Topic", ordering="topic__name")
+    def topic_name(self, obj):
+        return obj.topic.name if obj.topic_id else "—"
+
+    @admin.display(description="Difficulty")
+    def difficulty_shown(self, obj):
+        value, source = obj.effective_difficulty
+        return f"{value} ({source})" if value else "—"
 
     @admin.display(description="Text")
     def short_text(self, obj):
         text = " ".join(obj.text.split())
-        return text[:80] + ("…" if len(text) > 80 else "")
+        return text[:70] + ("…" if len(text) > 70 else "")
 
     def save_model(self, request, obj, form, change):
         if not obj.content_hash:
@@ -214,6 +249,8 @@ class QuestionAdmin(OneQueryPerSelect, admin.ModelAdmin):
             services.question_refresh_content_hash(form.instance)
         except ValidationError as exc:
             self.message_user(request, " ".join(exc.messages), messages.WARNING)
+        # An edit that changes what a step ran on makes that step pending again.
+        processing.question_steps_refresh([form.instance.pk])
 
     @admin.action(description="Retire selected questions (keeps their history)")
     def retire(self, request, queryset):
