@@ -1,7 +1,7 @@
 """`make bench` (`python -m bench [NAME ...] [--postgres]`): run the benchmarks, each printing
 its figures beside its limit. Results are recorded in bench/RESULTS.md.
 
-Names: seed, queue, lease (default: all). --postgres runs those that take it on PostgreSQL
+Names: seed, queue, lease, embedders, processing (default: all). --postgres runs those that take it on PostgreSQL
 (a scratch database pastq_bench on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432).
 """
 
@@ -15,8 +15,10 @@ BENCHMARKS = {
     "seed": ["seed.py"],
     "queue": ["queue.py"],
     "lease": ["lease.py"],
+    "embedders": ["embedders.py"],
+    "processing": ["processing.py"],
 }
-TAKES_POSTGRES = {"queue", "lease"}
+TAKES_POSTGRES = {"queue", "lease", "processing"}
 
 
 def main() -> int:

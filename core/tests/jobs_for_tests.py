@@ -56,3 +56,14 @@ def sleep_for(seconds: float, key: str = "") -> dict:
 def echo_options(**options) -> dict:
     """Returns its keyword arguments: they must arrive whatever their names."""
     return options
+
+
+@job(queue="question_processing", retry=RetryPolicy(max_attempts=1))
+def claim_steps_then_hang(step: str, seconds: float) -> dict:
+    """Claims a batch of AI steps as the pipeline does, then works on it for `seconds`: the
+    test kills the worker meanwhile."""
+    from core import processing
+
+    token = processing.steps_claim(step, limit=50)
+    time.sleep(seconds)
+    return {"token": token}

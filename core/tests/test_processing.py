@@ -253,3 +253,31 @@ def test_the_declared_difficulty_is_optional_and_one_rule_picks_the_difficulty(c
     assert question.effective_difficulty == ("easy", "declared")
     question.measured_difficulty = "medium"
     assert question.effective_difficulty == ("medium", "measured")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_batch_leaves_a_lease_that_is_claimed_again(
+        catalogue, index, qcluster, settings):
+    import os
+    import signal
+
+    from core.jobs import enqueue
+    from core.jobs.models import JobRun
+    from core.tests.conftest import wait_for
+
+    bank(catalogue, count=2)
+    processing.steps_create_missing()
+    qcluster(PASTQ_PROCESSING_LEASE_SECONDS="4", PASTQ_VAR_DIR=str(settings.VAR_DIR))
+    enqueue("core.tests.jobs_for_tests.claim_steps_then_hang", args=["embedding", 120])
+    run = wait_for(lambda: JobRun.objects.filter(outcome="running").first(), timeout=60,
+                   what="the worker to claim the batch")
+    wait_for(lambda: QuestionStep.objects.filter(step="embedding", status="running").exists(),
+             timeout=30, what="the claim")
+    os.kill(run.pid, signal.SIGKILL)
+    claimed = QuestionStep.objects.filter(step="embedding", status="running")
+    assert claimed.count() == 6
+    settings.PASTQ_PROCESSING_LEASE_SECONDS = 4
+    assert processing.steps_claim(Step.EMBEDDING, limit=50) is None  # still leased
+    wait_for(lambda: processing.pending_process(steps=[Step.EMBEDDING]).batches, timeout=30,
+             interval=1, what="the lease to run out and the steps to be claimed again")
+    assert QuestionStep.objects.filter(step="embedding", status="done").count() == 6

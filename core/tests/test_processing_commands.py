@@ -116,3 +116,17 @@ def test_find_similar_json_is_the_documented_list(run_command, questions, index)
 def test_find_similar_bad_usage(run_command, questions, index, argv, message):
     code, _, err = run_command("find_similar", *argv)
     assert code == 2 and message in err
+
+
+def test_on_a_terminal_with_no_flags_a_menu_asks_what_to_do(run_command, questions, index,
+                                                           monkeypatch):
+    from core.management.commands import process_questions
+
+    monkeypatch.setattr(process_questions, "is_interactive", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "2")  # "Show the status"
+    code, out, _ = run_command("process_questions")
+    assert code == 0 and "What should process_questions do?" in out
+    assert "pending" in out and not QuestionStep.objects.exists()  # only looked
+    monkeypatch.setattr("builtins.input", lambda prompt="": "9")
+    code, _, err = run_command("process_questions")
+    assert code == 2 and "'9' is not one of the choices" in err
