@@ -58,17 +58,22 @@ SUBJECTS = [
     },
 ]
 
-# (code, title, description, kind, threshold)
+# (code, title, description, kind, threshold, rule): the rule's keys are Achievement's
+# min_questions, min_topics and window_days. Migration core 0007 replaced the original
+# definitions (which counted attempts, not distinct questions) with these.
 ACHIEVEMENTS = [
-    ("first-answer", "First step", "Answer your first question.", "attempts", 1),
-    ("answers-100", "Century", "Answer 100 questions.", "attempts", 100),
-    ("answers-1000", "Thousand club", "Answer 1,000 questions.", "attempts", 1000),
-    ("correct-50", "Half a hundred right", "Answer 50 questions correctly.", "correct", 50),
-    ("correct-500", "Five hundred right", "Answer 500 questions correctly.", "correct", 500),
-    ("streak-3", "Three in a row", "Practise on 3 days in a row.", "streak", 3),
-    ("streak-7", "A full week", "Practise on 7 days in a row.", "streak", 7),
-    ("streak-30", "A month of habit", "Practise on 30 days in a row.", "streak", 30),
-    ("accuracy-80", "Sharp", "Get 80% of your last 50 answers right.", "accuracy", 80),
-    ("subjects-3", "All-rounder", "Practise questions in 3 subjects.", "subjects", 3),
-    ("sessions-10", "Regular", "Complete 10 practice sessions.", "sessions", 10),
+    ("streak-3", "Three in a row", "Practise on 3 local days in a row.", "streak", 3, {}),
+    ("streak-7", "A full week", "Practise on 7 local days in a row.", "streak", 7, {}),
+    ("streak-30", "A month of habit", "Practise on 30 local days in a row.", "streak", 30, {}),
+    ("questions-10", "Getting started", "Answer 10 different questions.", "questions", 10, {}),
+    ("questions-100", "Century", "Answer 100 different questions.", "questions", 100, {}),
+    ("questions-1000", "Thousand club", "Answer 1,000 different questions.", "questions", 1000,
+     {}),
+    ("accuracy-80", "Sharp",
+     "Get at least 80% right at the first try, over at least 50 different questions.",
+     "accuracy", 80, {"min_questions": 50}),
+    ("subject-mastery", "Subject mastered",
+     "At least 80% right at the first try over at least 30 different questions of a subject, "
+     "covering at least 3 of its topics, in the last 90 days.",
+     "mastery", 80, {"min_questions": 30, "min_topics": 3, "window_days": 90}),
 ]

@@ -30,7 +30,7 @@ from core.models import (
     Topic,
 )
 from core.question_files import QuestionRecord, choice_problems, content_hash
-from core.signals import student_created
+from core.signals import answer_key_changed, student_created
 
 # --- Catalogue ------------------------------------------------------------------------------
 
@@ -56,11 +56,13 @@ def catalogue_load() -> CatalogueResult:
                 subject=subject, slug=slug, defaults={"name": name}
             )
             result.topics_created += created
-    for code, title, description, kind, threshold in catalogue.ACHIEVEMENTS:
+    for code, title, description, kind, threshold, rule in catalogue.ACHIEVEMENTS:
         _, created = Achievement.objects.update_or_create(
             code=code,
             defaults={"title": title, "description": description, "kind": kind,
-                      "threshold": threshold},
+                      "threshold": threshold, "min_questions": rule.get("min_questions", 0),
+                      "min_topics": rule.get("min_topics", 0),
+                      "window_days": rule.get("window_days", 0)},
         )
         result.achievements_created += created
     return result
@@ -217,25 +219,26 @@ def _papers_for(keys: list[tuple], subjects: dict[str, Subject]) -> dict[tuple, 
 def attempt_record(
     *, student, question: Question, choice: Choice | None = None, answer_text: str = "",
     time_taken_ms: int, session: PracticeSession | None = None,
-    answered_at: datetime.datetime | None = None,
+    answered_at: datetime.datetime | None = None, skipped: bool = False,
 ) -> Attempt:
-    """Record one answer: marks it, stamps the student's local date and the attempt number,
+    """Record one answer (or a skip: `skipped=True` with no choice and no text, marked wrong):
+    marks it, stamps the student's local date and the attempt number,
     and adds it to the session's counters, all in one transaction. Safe to call concurrently,
     for one student or many; a closed session (completed or abandoned) refuses the answer with
     a ValidationError, and nothing is written."""
     answered_at = answered_at or timezone.now()
     if time_taken_ms < 0:
         raise ValidationError("time_taken_ms cannot be negative.")
-    if question.has_choices:
+    if skipped:
+        if choice is not None or answer_text:
+            raise ValidationError("A skipped question has no choice and no answer text.")
+        is_correct = False
+    elif question.has_choices:
         if choice is None or choice.question_id != question.pk:
             raise ValidationError("Choose one of this question's choices.")
         is_correct = choice.is_correct
-    elif question.question_type == Question.Type.NUMERIC:
-        is_correct = _numeric_answer_matches(answer_text, question.answer)
     else:
-        is_correct = bool(answer_text) and (
-            " ".join(answer_text.split()).casefold() == " ".join(question.answer.split()).casefold()
-        )
+        is_correct = answer_text_matches(question, answer_text)
     if session is not None and session.student_id != student.pk:
         raise ValidationError("This session belongs to another student.")
     with transaction.atomic():
@@ -249,7 +252,8 @@ def attempt_record(
             n=Max("attempt_number"))["n"] or 0
         attempt = Attempt.objects.create(
             student=student, question=question, session=session, choice=choice,
-            answer_text=answer_text, is_correct=is_correct, time_taken_ms=time_taken_ms,
+            answer_text=answer_text, is_correct=is_correct, skipped=skipped,
+            time_taken_ms=time_taken_ms,
             answered_at=answered_at, local_date=answered_at.astimezone(profile.zone).date(),
             attempt_number=last + 1,
         )
@@ -284,6 +288,38 @@ def _session_count_answer(
             f"This practice session is closed ({status or 'deleted'}): it takes no more answers.")
     session.refresh_from_db(fields=[
         "question_count", "correct_count", "total_time_ms", "last_activity_at", "status"])
+
+
+def answer_text_matches(question: Question, answer_text: str) -> bool:
+    """Whether a typed answer matches the question's key: numbers within a relative tolerance
+    of 1e-3, short answers by their words, ignoring case and spacing. attempt_record marks
+    answers with it, and the regrade service re-marks them with it."""
+    if question.question_type == Question.Type.NUMERIC:
+        return _numeric_answer_matches(answer_text, question.answer)
+    return bool(answer_text) and (
+        " ".join(answer_text.split()).casefold() == " ".join(question.answer.split()).casefold())
+
+
+def question_answer_key(question: Question) -> dict:
+    """The question's answer key as plain data: the labels of its correct choices, or its
+    answer text. Compared before and after an edit to tell whether the key changed."""
+    if question.has_choices:
+        labels = sorted(c.label for c in question.choices.all() if c.is_correct)
+        return {"choices": labels}
+    return {"answer": question.answer}
+
+
+def question_key_change_announce(question: Question, *, before: dict, by=None) -> bool:
+    """Send `answer_key_changed` if the key differs from `before` (question_answer_key's value
+    read before the edit), after the edit commits. Returns whether it changed. Analytics'
+    receiver regrades the question's attempts in a job."""
+    after = question_answer_key(question)
+    if after == before or not question.pk:
+        return False
+    transaction.on_commit(lambda: answer_key_changed.send(
+        sender=Question, question_id=question.pk, before=before, after=after,
+        by_id=getattr(by, "pk", None)))
+    return True
 
 
 def _numeric_answer_matches(given: str, expected: str) -> bool:

@@ -14,3 +14,9 @@ from django.dispatch import Signal
 # would find them missing. So a receiver does quick database work only; anything slow or
 # external (a welcome email, say) it defers itself with transaction.on_commit or a job.
 student_created = Signal()
+
+# Sent by core.services.question_key_change_announce after a question's answer key was
+# corrected (its correct choices or its answer text changed) and the change committed, with
+# keyword arguments `question_id`, `before` and `after` (question_answer_key's values) and
+# `by_id` (the user who changed it, or None). Analytics regrades the question's attempts.
+answer_key_changed = Signal()

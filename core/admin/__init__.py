@@ -241,10 +241,19 @@ class QuestionAdmin(QuestionProcessingActions, OneQueryPerSelect, admin.ModelAdm
     def save_model(self, request, obj, form, change):
         if not obj.content_hash:
             obj.content_hash = services.question_content_hash(obj)
+        # The key as it is in the database, before this edit and its choice inlines land.
+        obj._key_before = (
+            services.question_answer_key(Question.objects.get(pk=obj.pk)) if change else None)
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
+        before = getattr(form.instance, "_key_before", None)
+        if before is not None and services.question_key_change_announce(
+                form.instance, before=before, by=request.user):
+            self.message_user(
+                request, "The answer key changed: the question's attempts will be regraded "
+                         "(see Analytics › Regrades).", messages.INFO)
         try:
             services.question_refresh_content_hash(form.instance)
         except ValidationError as exc:

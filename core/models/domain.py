@@ -394,7 +394,10 @@ class PracticeSession(models.Model):
 
 
 class Attempt(models.Model):
-    """One answer to one question. Immutable once written; statistics are derived from these."""
+    """One answer to one question. Immutable once written, with one sanctioned exception: when a
+    question's answer key is corrected, analytics' regrade service recomputes `is_correct` for
+    that question's attempts (and everything derived from them), and records that it did.
+    Statistics are derived from these."""
 
     student = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attempts"
@@ -409,6 +412,10 @@ class Attempt(models.Model):
     )
     answer_text = models.TextField(blank=True)
     is_correct = models.BooleanField()
+    skipped = models.BooleanField(
+        default=False,
+        help_text="The student moved on without answering; counts as wrong in statistics.",
+    )
     time_taken_ms = models.PositiveIntegerField()
     answered_at = models.DateTimeField(default=timezone.now)
     local_date = models.DateField(
@@ -431,6 +438,10 @@ class Attempt(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(attempt_number__gte=1), name="core_attempt_number_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(skipped=False) | models.Q(is_correct=False, choice__isnull=True),
+                name="core_attempt_skipped_is_wrong",
             ),
         ]
 
@@ -473,19 +484,31 @@ class ApiToken(models.Model):
 
 
 class Achievement(models.Model):
+    """An achievement's definition. Analytics detects who has earned it after each rollup
+    (analytics/achievements.py) and stores it once per student (per subject for mastery)."""
+
     class Kind(models.TextChoices):
-        ATTEMPTS = "attempts", "Questions answered"
-        CORRECT = "correct", "Correct answers"
-        STREAK = "streak", "Days in a row"
-        ACCURACY = "accuracy", "Accuracy over the last 50 answers (%)"
-        SUBJECTS = "subjects", "Subjects practised"
-        SESSIONS = "sessions", "Sessions completed"
+        STREAK = "streak", "Local days in a row"
+        QUESTIONS = "questions", "Distinct questions answered"
+        ACCURACY = "accuracy", "Accuracy on first attempts (%) over distinct questions"
+        MASTERY = "mastery", "A subject mastered"
 
     code = models.SlugField(max_length=60, unique=True)
     title = models.CharField(max_length=120)
     description = models.TextField()
     kind = models.CharField(max_length=12, choices=Kind.choices)
-    threshold = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    threshold = models.PositiveIntegerField(
+        validators=[MinValueValidator(1)],
+        help_text="Days (streak), distinct questions (questions), or percent correct "
+                  "(accuracy, mastery).",
+    )
+    min_questions = models.PositiveIntegerField(
+        default=0, help_text="Accuracy and mastery: at least this many distinct questions.")
+    min_topics = models.PositiveSmallIntegerField(
+        default=0, help_text="Mastery: covering at least this many of the subject's topics.")
+    window_days = models.PositiveSmallIntegerField(
+        default=0, help_text="Mastery: counting first attempts of the last N local days "
+                             "(0: all time).")
     is_active = models.BooleanField(default=True)
 
     class Meta:
@@ -496,6 +519,10 @@ class Achievement(models.Model):
 
     def __str__(self):
         return self.title
+
+    @property
+    def per_subject(self) -> bool:
+        return self.kind == self.Kind.MASTERY
 
 
 # --- Demo data bookkeeping ------------------------------------------------------------------

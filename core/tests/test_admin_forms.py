@@ -51,7 +51,7 @@ def world_with_topics(count: int) -> None:
                        time_taken_ms=1000, session=session)
         api_token_issue(user=student, name="phone")
         Achievement.objects.create(code="first", title="First", description="d",
-                                   kind=Achievement.Kind.ATTEMPTS, threshold=1)
+                                   kind=Achievement.Kind.QUESTIONS, threshold=1)
         SeedRecord.objects.create(part=SeedRecord.Part.USERS, parameters={"users": 0})
     root = Topic.objects.get(slug="algebra")
     Topic.objects.bulk_create(

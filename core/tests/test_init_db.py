@@ -19,7 +19,7 @@ def test_init_db_twice_gives_the_same_state(run_command):
     assert code == 0, out
     assert "generated password, shown this once" in out
     first = counts()
-    assert first == (5, 18, 11, 1)
+    assert first == (5, 18, 8, 1)
     password_hash = User.objects.get().password
 
     code, out, _ = run_command("init_db", "--admin-email", "admin@example.com")
