@@ -391,3 +391,24 @@ PASTQ_PROCESSING_LEASE_SECONDS = env.int(
     "PASTQ_PROCESSING_LEASE_SECONDS", default=PASTQ_QUEUES["question_processing"]["timeout"] + 30)
 PASTQ_PROCESSING_BATCH_SIZE = env.int("PASTQ_PROCESSING_BATCH_SIZE", default=50)
 PASTQ_SIMILAR_NEIGHBOURS = env.int("PASTQ_SIMILAR_NEIGHBOURS", default=10)
+
+# --- Learning analytics (analytics/; docs/analytics.md) -------------------------------------
+# Rollups: how many local dates one INSERT … SELECT … ON CONFLICT statement covers in a backfill.
+ANALYTICS_ROLLUP_CHUNK_DAYS = env.int("ANALYTICS_ROLLUP_CHUNK_DAYS", default=7)
+# Question statistics (item analysis): a student counts in a question's discrimination with at
+# least this many other first attempts in the subject; below ANALYTICS_MIN_N first attempts the
+# figures are shown with their n and the review flags are suppressed.
+ANALYTICS_MIN_OTHER_ATTEMPTS = env.int("ANALYTICS_MIN_OTHER_ATTEMPTS", default=4)
+ANALYTICS_MIN_N = env.int("ANALYTICS_MIN_N", default=30)
+ANALYTICS_TOO_EASY_FACILITY = env.float("ANALYTICS_TOO_EASY_FACILITY", default=0.95)
+ANALYTICS_TOO_HARD_FACILITY = env.float("ANALYTICS_TOO_HARD_FACILITY", default=0.05)
+ANALYTICS_WEAK_DISCRIMINATION = env.float("ANALYTICS_WEAK_DISCRIMINATION", default=0.15)
+# Insights: a topic is ranked as a strength or weakness with at least this many first attempts
+# in the window; the target accuracy separates them.
+ANALYTICS_TOPIC_MIN_ATTEMPTS = env.int("ANALYTICS_TOPIC_MIN_ATTEMPTS", default=10)
+ANALYTICS_TOPIC_TARGET_ACCURACY = env.float("ANALYTICS_TOPIC_TARGET_ACCURACY", default=0.7)
+ANALYTICS_TOPIC_WINDOW_DAYS = env.int("ANALYTICS_TOPIC_WINDOW_DAYS", default=90)
+ANALYTICS_INSIGHT_TOPICS = env.int("ANALYTICS_INSIGHT_TOPICS", default=3)
+# "Move up in difficulty": accuracy at least this over at least this many recent attempts.
+ANALYTICS_MOVE_UP_ACCURACY = env.float("ANALYTICS_MOVE_UP_ACCURACY", default=0.85)
+ANALYTICS_MOVE_UP_MIN_ATTEMPTS = env.int("ANALYTICS_MOVE_UP_MIN_ATTEMPTS", default=20)
