@@ -12,6 +12,13 @@ SCHEDULES: list[Periodic] = [
     Periodic("question-processing", "core.tasks.process_pending_questions", "*/10 * * * *",
              description="every pending AI step: embeddings, metadata, explanations, similar "
                          "questions"),
+    Periodic("analytics-open-days", "analytics.tasks.analytics_open_days", "5 * * * *",
+             description="rollups of every local day still open somewhere and of the days "
+                         "that just closed (daily, per subject, ISO weeks); insights as each "
+                         "student's day closes; achievements"),
+    Periodic("question-statistics", "analytics.tasks.question_statistics", "15 */2 * * *",
+             description="question, choice and paper statistics (item analysis) with their "
+                         "review flags"),
     Periodic("health-checks", "maintenance.tasks.health_checks", "*/5 * * * *",
              description="queues served and moving; alerts the staff (health_check from "
                          "outside watches the cluster itself)"),

@@ -8,7 +8,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 # Ordered so that an app is unapplied before the apps it depends on.
-APPS_WITH_MIGRATIONS = ["maintenance", "notifications", "core"]
+APPS_WITH_MIGRATIONS = ["maintenance", "notifications", "analytics", "core"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -16,7 +16,8 @@ def test_every_app_migrates_to_zero_and_back():
     for app in APPS_WITH_MIGRATIONS:
         call_command("migrate", app, "zero", verbosity=0)
     tables = set(connection.introspection.table_names())
-    assert not any(t.startswith(("core_", "notifications_", "maintenance_")) for t in tables)
+    assert not any(t.startswith(("core_", "analytics_", "notifications_", "maintenance_"))
+                   for t in tables)
     call_command("migrate", verbosity=0)
     executor = MigrationExecutor(connection)
     assert executor.migration_plan(executor.loader.graph.leaf_nodes()) == []
@@ -115,3 +116,32 @@ def test_students_added_in_the_admin_before_the_fix_get_a_profile_and_preference
     assert StudentProfile.objects.get(user_id=bare.pk).timezone == "UTC"
     assert NotificationPreference.objects.filter(user_id=bare.pk).exists()
     assert not StudentProfile.objects.filter(user_id=staff.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_old_achievement_definitions_are_replaced_by_the_new_rules():
+    """Before core 0007 achievements counted attempts and correct answers; the migration
+    replaces them with the rules over distinct questions and adds subject mastery. No student
+    had earned any (nothing stored earned achievements then), so nothing is recomputed."""
+    old = _migrate([("analytics", None), ("core", "0006_question_steps")])
+    Achievement = old.get_model("core", "Achievement")
+    for code, kind, threshold in [("first-answer", "attempts", 1), ("answers-100", "attempts", 100),
+                                  ("correct-50", "correct", 50), ("streak-7", "streak", 7),
+                                  ("accuracy-80", "accuracy", 80), ("subjects-3", "subjects", 3),
+                                  ("sessions-10", "sessions", 10)]:
+        Achievement.objects.create(code=code, title=code, description="old", kind=kind,
+                                   threshold=threshold)
+
+    call_command("migrate", verbosity=0)
+
+    from core.catalogue import ACHIEVEMENTS
+    from core.models import Achievement as Current
+
+    rows = {a.code: a for a in Current.objects.all()}
+    assert set(rows) == {spec[0] for spec in ACHIEVEMENTS}
+    assert {a.kind for a in rows.values()} == {"streak", "questions", "accuracy", "mastery"}
+    assert rows["accuracy-80"].min_questions == 50
+    assert rows["accuracy-80"].description != "old"
+    mastery = rows["subject-mastery"]
+    assert (mastery.threshold, mastery.min_questions, mastery.min_topics,
+            mastery.window_days) == (80, 30, 3, 90)

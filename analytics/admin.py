@@ -1,0 +1,137 @@
+"""Analytics in the admin: read-only views of what the jobs computed (they are recomputed, so
+an edit here would be overwritten), and the regrades with their outcome."""
+
+from django.contrib import admin
+from django.utils.html import format_html_join
+
+from analytics.models import (
+    ChoiceStats,
+    DailyStudentStats,
+    DailySubjectStats,
+    PaperStats,
+    QuestionStats,
+    Regrade,
+    StudentAchievement,
+    StudentInsight,
+    WeeklyStudentStats,
+)
+
+
+def _fraction(value) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+class ComputedAdmin(admin.ModelAdmin):
+    """Rows the analytics jobs write: viewable, never edited by hand."""
+
+    show_full_result_count = False  # no COUNT(*) over a large table on every page
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DailyStudentStats)
+class DailyStudentStatsAdmin(ComputedAdmin):
+    list_display = ["date", "student", "attempts", "correct", "accuracy", "time_spent_ms",
+                    "distinct_questions", "sessions", "updated_at"]
+    list_select_related = ["student"]
+    search_fields = ["student__email"]
+    date_hierarchy = "date"
+
+
+@admin.register(DailySubjectStats)
+class DailySubjectStatsAdmin(ComputedAdmin):
+    list_display = ["date", "student", "subject", "attempts", "correct", "accuracy",
+                    "distinct_questions", "updated_at"]
+    list_select_related = ["student", "subject"]
+    list_filter = ["subject"]
+    search_fields = ["student__email"]
+    date_hierarchy = "date"
+
+
+@admin.register(WeeklyStudentStats)
+class WeeklyStudentStatsAdmin(ComputedAdmin):
+    list_display = ["week", "week_start", "student", "attempts", "correct", "accuracy",
+                    "active_days", "distinct_questions", "sessions"]
+    list_select_related = ["student"]
+    search_fields = ["student__email"]
+    date_hierarchy = "week_start"
+
+    @admin.display(description="ISO week", ordering="week_start")
+    def week(self, obj):
+        return f"{obj.iso_year}-W{obj.iso_week:02d}"
+
+
+@admin.register(QuestionStats)
+class QuestionStatsAdmin(ComputedAdmin):
+    list_display = ["question_id", "subject", "n", "facility", "discrimination", "skip_rate",
+                    "median_time_ms", "flag_list", "computed_at"]
+    list_select_related = ["question__subject"]
+    list_filter = ["enough_data", "question__subject"]
+    search_fields = ["question__text"]
+    ordering = ["question_id"]
+
+    @admin.display(description="Subject", ordering="question__subject__code")
+    def subject(self, obj):
+        return obj.question.subject.code
+
+    @admin.display(description="Flags")
+    def flag_list(self, obj):
+        return ", ".join(obj.flags) or "—"
+    fields = ["question", "n", "n_correct", "n_skipped", "facility", "discrimination",
+              "n_discrimination", "mean_time_ms", "median_time_ms", "skip_rate", "enough_data",
+              "flags", "choice_breakdown", "computed_at"]
+    readonly_fields = ["choice_breakdown"]
+
+    @admin.display(description="Choices (overall, top third, bottom third)")
+    def choice_breakdown(self, obj):
+        rows = ChoiceStats.objects.filter(question_id=obj.question_id).select_related(
+            "choice").order_by("choice__label")
+        return format_html_join(
+            "", "<div>{}{}: {} chosen ({}; top {}; bottom {})</div>",
+            ((row.choice.label, " (key)" if row.choice.is_correct else "", row.count,
+              _fraction(row.proportion), _fraction(row.upper_proportion),
+              _fraction(row.lower_proportion)) for row in rows),
+        ) or "—"
+
+
+@admin.register(PaperStats)
+class PaperStatsAdmin(ComputedAdmin):
+    list_display = ["paper", "n_students", "n_questions", "alpha", "mean", "sd", "computed_at"]
+    list_select_related = ["paper__subject"]
+
+
+@admin.register(StudentInsight)
+class StudentInsightAdmin(ComputedAdmin):
+    list_display = ["student", "as_of", "current_streak", "longest_streak", "active_days_30",
+                    "habit_strength", "consistency", "trend", "computed_at"]
+    list_select_related = ["student"]
+    search_fields = ["student__email"]
+
+
+@admin.register(StudentAchievement)
+class StudentAchievementAdmin(ComputedAdmin):
+    list_display = ["student", "achievement", "subject", "earned_on", "earned_at",
+                    "withdrawn_at", "announced_at"]
+    list_select_related = ["student", "achievement", "subject"]
+    list_filter = ["achievement", ("withdrawn_at", admin.EmptyFieldListFilter),
+                   ("announced_at", admin.EmptyFieldListFilter)]
+    search_fields = ["student__email"]
+    date_hierarchy = "earned_at"
+
+
+@admin.register(Regrade)
+class RegradeAdmin(ComputedAdmin):
+    list_display = ["question", "status", "requested_by", "requested_at", "finished_at",
+                    "attempts_changed", "became_correct", "became_wrong"]
+    list_select_related = ["question", "requested_by"]
+    list_filter = ["status"]
+    readonly_fields = ["question", "requested_by", "requested_at", "key_before", "key_after",
+                       "status", "finished_at", "attempts_changed", "became_correct",
+                       "became_wrong", "summary", "error"]
