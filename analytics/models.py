@@ -263,3 +263,98 @@ class Regrade(models.Model):
 
     def __str__(self):
         return f"Regrade of question {self.question_id} ({self.status})"
+
+
+class ReviewCard(models.Model):
+    """A question a student got wrong, scheduled for review by FSRS (analytics/review.py).
+    Created at the first wrong answer; each later local day's first attempt at the question is a
+    review (wrong = Again, right = Good). `applied_attempt_id` is the high-water mark of the
+    attempts already applied, so applying twice changes nothing; a regrade below the mark
+    replays the card from the student's attempts."""
+
+    class State(models.IntegerChoices):
+        LEARNING = 1, "Learning"
+        REVIEW = 2, "Review"
+        RELEARNING = 3, "Relearning"
+
+    student = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="review_cards")
+    question = models.ForeignKey("core.Question", on_delete=models.CASCADE,
+                                 related_name="review_cards")
+    state = models.PositiveSmallIntegerField(choices=State.choices, default=State.LEARNING)
+    step = models.PositiveSmallIntegerField(null=True, blank=True)
+    stability = models.FloatField(null=True, blank=True)
+    difficulty = models.FloatField(null=True, blank=True)
+    due = models.DateTimeField()
+    last_review = models.DateTimeField(null=True, blank=True)
+    reviews = models.PositiveIntegerField(default=0, help_text="Reviews applied (the first "
+                                          "wrong answer included).")
+    lapses = models.PositiveIntegerField(default=0, help_text="Reviews rated Again.")
+    applied_attempt_id = models.BigIntegerField(
+        help_text="High-water mark: the last attempt applied to this card.")
+    applied_local_date = models.DateField(help_text="The local date of that attempt.")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["due"]
+        constraints = [
+            models.UniqueConstraint(fields=["student", "question"], name="analytics_card_unique"),
+        ]
+        indexes = [models.Index(fields=["student", "due"], name="analytics_card_due")]
+
+    def __str__(self):
+        return f"{self.student_id}: question {self.question_id} due {self.due:%Y-%m-%d}"
+
+
+class Report(models.Model):
+    """A stored report: its figures (data), its rendered HTML, and its chart as a PNG (which the
+    HTML shows inline, and an email attaches with a Content-ID). One per kind, period and
+    student (student reports) or per kind and period (admin reports)."""
+
+    class Kind(models.TextChoices):
+        STUDENT_WEEKLY = "student_weekly", "Student's weekly report"
+        ADMIN_DAILY = "admin_daily", "Daily admin report"
+        ADMIN_WEEKLY = "admin_weekly", "Weekly admin report"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    student = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                on_delete=models.CASCADE, related_name="reports")
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="Inclusive.")
+    label = models.CharField(max_length=40, help_text="e.g. 2026-W49 or 2026-12-03")
+    data = models.JSONField(default=dict)
+    html = models.TextField()
+    chart_png = models.BinaryField(blank=True, default=b"")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start", "kind"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "student", "period_start"],
+                                    condition=models.Q(student__isnull=False),
+                                    name="analytics_report_once_per_student"),
+            models.UniqueConstraint(fields=["kind", "period_start"],
+                                    condition=models.Q(student__isnull=True),
+                                    name="analytics_report_once"),
+        ]
+        indexes = [models.Index(fields=["kind", "period_start"], name="analytics_report_period")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.label}"
+
+
+class StudentDataAccess(models.Model):
+    """No table: it holds the read API's permission to read any student's data (the app's own
+    server, acting for its students). A student's own token reads only its own student."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("read_any_student", "Can read any student's data through the API"),
+        ]
+
+    def __str__(self):
+        return "student data access"
