@@ -30,7 +30,7 @@ def _world(n_students: int, *, days: int = 4):
         student = services.student_create(
             email=f"s{n_students}-{i}@example.com", password="pw",
             timezone_name=["UTC", "Asia/Tokyo", "America/New_York"][i % 3]).user
-        zone = student.student_profile.zone
+        zone = student.profile.zone
         for d in range(days):
             for q, question in enumerate(questions):
                 at = datetime.datetime.combine(DAY + datetime.timedelta(days=d),

@@ -7,7 +7,7 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core import processing, services
+from core import services
 from core.admin.processing import (
     QuestionProcessingActions,
     QuestionStepInline,
@@ -28,6 +28,10 @@ from core.models import (
     Topic,
     User,
 )
+
+# Not `from core import processing`: importing the submodule core.admin.processing (above)
+# rebinds the name `processing` in this package to that submodule.
+from core.processing import question_steps_refresh
 
 # The relations each model's __str__ reads (keep in step with core/models/domain.py). A <select>
 # of them loads these in the same query; otherwise every option's label costs a query.
@@ -259,7 +263,7 @@ class QuestionAdmin(QuestionProcessingActions, OneQueryPerSelect, admin.ModelAdm
         except ValidationError as exc:
             self.message_user(request, " ".join(exc.messages), messages.WARNING)
         # An edit that changes what a step ran on makes that step pending again.
-        processing.question_steps_refresh([form.instance.pk])
+        question_steps_refresh([form.instance.pk])
 
     @admin.action(description="Retire selected questions (keeps their history)")
     def retire(self, request, queryset):
