@@ -290,11 +290,13 @@ def achievements_detect(student_ids: Iterable[int] | None = None, *,
     over old dates stores achievements the announcement window (48 h) does not pick up, while
     one first held yesterday or today is still announced.
 
-    Queries: one for the time zones (live run) or the student ids (every student), then one
-    statement per kind for each chunk of CHUNK_SIZE students."""
+    Queries: one for the student ids (every student), one for the time zones (live run),
+    then one statement per kind for each chunk of CHUNK_SIZE students."""
     now = now or timezone.now()
     d = _Dialect.current()
-    chunks = _chunks(student_ids)
+    chunks = list(_chunks(student_ids))
+    if not chunks:
+        return 0
     days = _Days(as_of=as_of, local=None if as_of is not None else _local_days(now))
     if as_of is None and not days.local:
         return 0

@@ -325,8 +325,8 @@ def _first_attempts_cte(subject_ids: list[int] | None, min_other: int) -> tuple[
             SELECT a.student_id, a.question_id, qs.subject_id, a.choice_id, a.time_taken_ms,
                    CASE WHEN a.is_correct THEN 1 ELSE 0 END AS x,
                    CASE WHEN a.skipped THEN 1 ELSE 0 END AS skipped
-            FROM core_attempt a JOIN qs ON qs.id = a.question_id
-            WHERE a.attempt_number = 1
+            FROM core_attempt a CROSS JOIN qs
+            WHERE qs.id = a.question_id AND a.attempt_number = 1
         ),
         totals AS {materialized} (
             SELECT student_id, subject_id, COUNT(*) AS t, SUM(x) AS c
@@ -338,8 +338,8 @@ def _first_attempts_cte(subject_ids: list[int] | None, min_other: int) -> tuple[
                    CASE WHEN totals.t - 1 >= %s
                         THEN CAST(totals.c - fa.x AS DOUBLE PRECISION) / (totals.t - 1)
                    END AS y
-            FROM fa JOIN totals
-              ON totals.student_id = fa.student_id AND totals.subject_id = fa.subject_id
+            FROM fa CROSS JOIN totals
+            WHERE totals.student_id = fa.student_id AND totals.subject_id = fa.subject_id
         )"""
     return sql, [*params, min_other]
 
@@ -365,16 +365,21 @@ def _question_sql(subject_ids: list[int] | None, min_other: int) -> tuple[str, l
         # No percentile aggregate in SQLite: the middle one or two times of each question, by
         # their row number in time order.
         sql = f"""{cte},
-            agg AS (SELECT question_id, {sums} FROM scored GROUP BY question_id),
+            agg AS {_materialized()} (
+                SELECT question_id, {sums} FROM scored GROUP BY question_id
+            ),
             ordered AS (
                 SELECT question_id, time_taken_ms,
-                       ROW_NUMBER() OVER (PARTITION BY question_id ORDER BY time_taken_ms) AS r,
-                       COUNT(*) OVER (PARTITION BY question_id) AS k
+                       ROW_NUMBER() OVER (PARTITION BY question_id ORDER BY time_taken_ms) AS r
                 FROM fa
             ),
             med AS (
-                SELECT question_id, AVG(CAST(time_taken_ms AS DOUBLE PRECISION)) AS median_time
-                FROM ordered WHERE r IN ((k + 1) / 2, (k + 2) / 2) GROUP BY question_id
+                SELECT o.question_id,
+                       AVG(CAST(o.time_taken_ms AS DOUBLE PRECISION)) AS median_time
+                FROM ordered o CROSS JOIN agg
+                WHERE agg.question_id = o.question_id
+                  AND o.r IN ((agg.n + 1) / 2, (agg.n + 2) / 2)
+                GROUP BY o.question_id
             )
             SELECT qs.id, qs.subject_id, qs.paper_id, qs.question_type, agg.n, agg.n_correct,
                    agg.n_skipped, agg.time_sum, med.median_time, agg.m, agg.sx, agg.sy,
@@ -393,7 +398,7 @@ def _choice_sql(subject_ids: list[int] | None, min_other: int) -> tuple[str, lis
     the extra students going to the top third, then the middle. Options nobody chose come
     from the right join, with zeros."""
     cte, params = _first_attempts_cte(subject_ids, min_other)
-    types = list(Question.CHOICE_TYPES)
+    types = [kind.value for kind in Question.CHOICE_TYPES]
     sql = f"""{cte},
         ranked AS (
             SELECT s.question_id, s.choice_id,
@@ -436,8 +441,8 @@ def _paper_sql(subject_ids: list[int] | None) -> tuple[str, list]:
         pa AS {materialized} (
             SELECT a.student_id, pq.paper_id, pq.question_id,
                    CASE WHEN a.is_correct THEN 1 ELSE 0 END AS x
-            FROM core_attempt a JOIN pq ON pq.question_id = a.question_id
-            WHERE a.attempt_number = 1
+            FROM core_attempt a CROSS JOIN pq
+            WHERE pq.question_id = a.question_id AND a.attempt_number = 1
         ),
         complete AS {materialized} (
             SELECT sp.student_id, sp.paper_id, sp.score

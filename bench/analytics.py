@@ -225,10 +225,10 @@ def limit_statements(vendor: str, weeks: int) -> tuple[str, str, str]:
             distinct_questions = excluded.distinct_questions, updated_at = excluded.updated_at"""
     values = ", ".join(["(%s, %s, %s, %s)"] * weeks)
     weekly = f"""
-        WITH wk (iso_year, iso_week, monday, sunday) AS (VALUES {values})
         INSERT INTO analytics_weeklystudentstats (student_id, iso_year, iso_week, week_start,
             attempts, correct, accuracy, time_spent_ms, distinct_questions, sessions,
             active_days, updated_at)
+        WITH wk (iso_year, iso_week, monday, sunday) AS (VALUES {values})
         SELECT a.student_id, wk.iso_year, wk.iso_week, wk.monday, {figures},
                COUNT(DISTINCT a.session_id), COUNT(DISTINCT a.local_date), %s
         FROM wk JOIN {attempts} ON a.local_date BETWEEN wk.monday AND wk.sunday
@@ -287,6 +287,23 @@ def compare(label, ours, limit, repeat: int) -> dict:
     return dict(label=label, ours=ours_m, limit=limit_m, ratio=ours_m / limit_m, result=rows)
 
 
+def digest() -> tuple:
+    """Row counts and sums of every figure of the three tables: the rollup and the limit must
+    leave the same."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        found = []
+        for table, extra in (("analytics_dailystudentstats", "SUM(first_attempts), SUM(sessions)"),
+                             ("analytics_dailysubjectstats", "0, 0"),
+                             ("analytics_weeklystudentstats", "SUM(sessions), SUM(active_days)")):
+            cursor.execute(f"SELECT COUNT(*), SUM(attempts), SUM(correct), SUM(time_spent_ms), "
+                           f"SUM(distinct_questions), SUM(accuracy), {extra} FROM {table}")
+            row = cursor.fetchone()
+            found.append((*row[:5], round(row[5] or 0, 6), *row[6:]))
+    return tuple(found)
+
+
 def count_queries(function) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -324,6 +341,9 @@ def run(args):
         lambda: rollups.rollups_backfill(first, last, now=now),
         lambda: run_limit(first, last, now), 3)
     backfill["queries"] = count_queries(lambda: rollups.rollups_backfill(first, last, now=now))
+    ours_digest = digest()
+    run_limit(first, last, now)
+    assert digest() == ours_digest, (digest(), ours_digest)
     rows = [one_day, backfill]
     print(f"the day: {day} with {day_attempts:,} attempts; {one_day['result']}")
     print(f"the backfill: {backfill['result']}")

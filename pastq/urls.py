@@ -18,11 +18,13 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
 
+from analytics.api import api
 from maintenance.urls import health_patterns, operations_patterns
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="landing.html"), name="landing"),
     path("health/", include(health_patterns)),
+    path("api/v1/", api.urls),  # the read API (docs/api.md)
     # Before the admin's own URLs, which end with a catch-all.
     path("admin/operations/", include(operations_patterns)),
     path('admin/', admin.site.urls),

@@ -8,12 +8,11 @@ checked against a plain Python computation over the same attempts."""
 import datetime
 import itertools
 import random
-import threading
 import zoneinfo
 from collections import defaultdict
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.test.utils import CaptureQueriesContext
 
@@ -515,29 +514,6 @@ def test_the_announcement_window_and_claiming_once(catalogue, student):
     assert [r.achievement.code for r in student_achievements(student)] == [
         "questions-1000", "questions-100", "streak-3", "streak-7", "streak-30"]
     assert len(student_achievements(student, include_withdrawn=True)) == 6
-
-
-@pytest.mark.postgres_only(reason="two connections racing for the same rows")
-@pytest.mark.django_db(transaction=True)
-def test_two_senders_racing_claim_each_row_once(catalogue, student):
-    sharp = Achievement.objects.get(code="streak-3")
-    row = StudentAchievement.objects.create(student=student, achievement=sharp, earned_at=NOW,
-                                            earned_on=TODAY)
-    results, ready = [], threading.Barrier(2)
-
-    def sender():
-        try:
-            ready.wait()
-            results.append(achievements_mark_announced([row.pk], now=NOW))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=sender) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [0, 1]
 
 
 # --- Query counts and a random population ---------------------------------------------------
