@@ -43,8 +43,8 @@ def analytics_run(*, dates: list[datetime.date] | None = None, parts=PARTS,
     Insights are always as of each student's last closed local day: with `dates` they are
     recomputed for the students active on those dates; without, for the students whose day
     has closed since their last insights. Achievements are detected for the students active
-    on the dates, as of the last of them (a backfill's achievements are not announced: see
-    achievements_detect)."""
+    on the dates, as of the last of them (dated when first reached, so a backfill announces
+    only recent ones: see achievements_detect)."""
     now = now or timezone.now()
     scheduled = dates is None
     dates = sorted(set(rollups.open_local_dates(now) if scheduled else dates))

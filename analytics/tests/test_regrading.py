@@ -48,8 +48,7 @@ def world(catalogue):
         services.session_complete(session, at=_at(DAY, 10))
         people[name] = user
     now = _at(DAY + datetime.timedelta(days=2), 13)
-    runs.analytics_run(dates=[d for d in (DAY - datetime.timedelta(days=1), DAY,
-                                          DAY + datetime.timedelta(days=1))], now=now)
+    runs.analytics_run(dates=[DAY + datetime.timedelta(days=n) for n in (-1, 0, 1)], now=now)
     return wrong_key, people
 
 

@@ -21,8 +21,8 @@ class Command(BaseCommand):
         "Run learning analytics now, as the hourly schedule does: the daily, per-subject and "
         "weekly rollups of every local day still open somewhere, question statistics, insights "
         "of the students whose day has closed, and achievements. --date D or --from/--to "
-        "recompute those local dates instead (a backfill; achievements earned in a backfill "
-        "are not announced). --only picks parts. Exit status 2 for bad arguments."
+        "recompute those local dates instead (a backfill; achievements it finds are dated "
+        "when their rule first held, so old ones are not announced). --only picks parts. Exit status 2 for bad arguments."
     )
 
     def add_arguments(self, parser):
