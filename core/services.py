@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max, Value
+from django.db.models import F, Max, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -386,8 +386,11 @@ def api_token_verify(raw: str) -> ApiToken | None:
     if not token.user.is_active:
         return None
     now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > datetime.timedelta(minutes=1):
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    stale = now - datetime.timedelta(minutes=1)
+    if token.last_used_at is None or token.last_used_at < stale:
+        # Conditional: of concurrent requests in the same minute, one writes.
+        ApiToken.objects.filter(pk=token.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale)).update(last_used_at=now)
         token.last_used_at = now
     return token
 

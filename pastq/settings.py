@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "core",
     "django_q",
     "anymail",  # email services (EMAIL_BACKEND); later its tracking webhooks
+    "ninja",  # the read API (analytics/api/): serves its docs page's assets itself, no CDN
     "analytics",
     "notifications",
     "maintenance",

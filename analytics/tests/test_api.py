@@ -467,6 +467,8 @@ def test_the_openapi_document_lists_every_path(client):
     assert set(stats["responses"]) >= {"200", "401", "403", "404", "422"}
     docs = client.get("/api/v1/docs")
     assert docs.status_code == 200 and b"openapi.json" in docs.content
+    # The docs page's script and styles are served from here: nothing needs the network.
+    assert b"cdn." not in docs.content and b"/static/ninja/" in docs.content
 
 
 # --- Query counts ---------------------------------------------------------------------------
