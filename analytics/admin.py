@@ -21,6 +21,28 @@ def _fraction(value) -> str:
     return "—" if value is None else f"{value:.0%}"
 
 
+def _decimal(value, places: int = 2) -> str:
+    return "—" if value is None else f"{value:.{places}f}"
+
+
+def _seconds(ms) -> str:
+    return "—" if ms is None else f"{ms / 1000:.1f} s"
+
+
+class Figures:
+    """Display columns shared by the rollup and statistics admins: proportions as percents,
+    correlations to two places, milliseconds as seconds."""
+
+    @admin.display(description="Accuracy", ordering="accuracy")
+    def accuracy_shown(self, obj):
+        return _fraction(obj.accuracy)
+
+    @admin.display(description="Time", ordering="time_spent_ms")
+    def time_shown(self, obj):
+        minutes = obj.time_spent_ms / 60000
+        return f"{minutes:.0f} min"
+
+
 class ComputedAdmin(admin.ModelAdmin):
     """Rows the analytics jobs write: viewable, never edited by hand."""
 
@@ -37,8 +59,8 @@ class ComputedAdmin(admin.ModelAdmin):
 
 
 @admin.register(DailyStudentStats)
-class DailyStudentStatsAdmin(ComputedAdmin):
-    list_display = ["date", "student", "attempts", "correct", "accuracy", "time_spent_ms",
+class DailyStudentStatsAdmin(Figures, ComputedAdmin):
+    list_display = ["date", "student", "attempts", "correct", "accuracy_shown", "time_shown",
                     "distinct_questions", "sessions", "updated_at"]
     list_select_related = ["student"]
     search_fields = ["student__email"]
@@ -46,9 +68,9 @@ class DailyStudentStatsAdmin(ComputedAdmin):
 
 
 @admin.register(DailySubjectStats)
-class DailySubjectStatsAdmin(ComputedAdmin):
-    list_display = ["date", "student", "subject", "attempts", "correct", "accuracy",
-                    "distinct_questions", "updated_at"]
+class DailySubjectStatsAdmin(Figures, ComputedAdmin):
+    list_display = ["date", "student", "subject", "attempts", "correct", "accuracy_shown",
+                    "time_shown", "distinct_questions", "updated_at"]
     list_select_related = ["student", "subject"]
     list_filter = ["subject"]
     search_fields = ["student__email"]
@@ -56,9 +78,9 @@ class DailySubjectStatsAdmin(ComputedAdmin):
 
 
 @admin.register(WeeklyStudentStats)
-class WeeklyStudentStatsAdmin(ComputedAdmin):
-    list_display = ["week", "week_start", "student", "attempts", "correct", "accuracy",
-                    "active_days", "distinct_questions", "sessions"]
+class WeeklyStudentStatsAdmin(Figures, ComputedAdmin):
+    list_display = ["week", "week_start", "student", "attempts", "correct", "accuracy_shown",
+                    "time_shown", "active_days", "distinct_questions", "sessions"]
     list_select_related = ["student"]
     search_fields = ["student__email"]
     date_hierarchy = "week_start"
@@ -70,24 +92,45 @@ class WeeklyStudentStatsAdmin(ComputedAdmin):
 
 @admin.register(QuestionStats)
 class QuestionStatsAdmin(ComputedAdmin):
-    list_display = ["question_id", "subject", "n", "facility", "discrimination", "skip_rate",
-                    "median_time_ms", "flag_list", "computed_at"]
+    list_display = ["question_id", "subject", "n", "facility_shown", "discrimination_shown",
+                    "skip_shown", "median_time_shown", "flag_list", "computed_at"]
     list_select_related = ["question__subject"]
     list_filter = ["enough_data", "question__subject"]
     search_fields = ["question__text"]
     ordering = ["question_id"]
+    fields = ["question", "n", "n_correct", "n_skipped", "facility_shown", "discrimination_shown",
+              "n_discrimination", "mean_time_shown", "median_time_shown", "skip_shown",
+              "flag_list", "choice_breakdown", "computed_at"]
+    readonly_fields = ["facility_shown", "discrimination_shown", "mean_time_shown",
+                       "median_time_shown", "skip_shown", "flag_list", "choice_breakdown"]
 
     @admin.display(description="Subject", ordering="question__subject__code")
     def subject(self, obj):
         return obj.question.subject.code
 
+    @admin.display(description="Facility (proportion right)", ordering="facility")
+    def facility_shown(self, obj):
+        return _fraction(obj.facility)
+
+    @admin.display(description="Discrimination", ordering="discrimination")
+    def discrimination_shown(self, obj):
+        return _decimal(obj.discrimination)
+
+    @admin.display(description="Skipped", ordering="skip_rate")
+    def skip_shown(self, obj):
+        return _fraction(obj.skip_rate)
+
+    @admin.display(description="Mean time", ordering="mean_time_ms")
+    def mean_time_shown(self, obj):
+        return _seconds(obj.mean_time_ms)
+
+    @admin.display(description="Median time", ordering="median_time_ms")
+    def median_time_shown(self, obj):
+        return _seconds(obj.median_time_ms)
+
     @admin.display(description="Flags")
     def flag_list(self, obj):
         return ", ".join(obj.flags) or "—"
-    fields = ["question", "n", "n_correct", "n_skipped", "facility", "discrimination",
-              "n_discrimination", "mean_time_ms", "median_time_ms", "skip_rate", "enough_data",
-              "flags", "choice_breakdown", "computed_at"]
-    readonly_fields = ["choice_breakdown"]
 
     @admin.display(description="Choices (overall, top third, bottom third)")
     def choice_breakdown(self, obj):
@@ -103,16 +146,44 @@ class QuestionStatsAdmin(ComputedAdmin):
 
 @admin.register(PaperStats)
 class PaperStatsAdmin(ComputedAdmin):
-    list_display = ["paper", "n_students", "n_questions", "alpha", "mean", "sd", "computed_at"]
+    list_display = ["paper", "n_students", "n_questions", "alpha_shown", "mean_shown",
+                    "sd_shown", "computed_at"]
     list_select_related = ["paper__subject"]
+
+    @admin.display(description="Cronbach's alpha", ordering="alpha")
+    def alpha_shown(self, obj):
+        return _decimal(obj.alpha, 3)
+
+    @admin.display(description="Mean score", ordering="mean")
+    def mean_shown(self, obj):
+        return _decimal(obj.mean)
+
+    @admin.display(description="SD", ordering="sd")
+    def sd_shown(self, obj):
+        return _decimal(obj.sd)
 
 
 @admin.register(StudentInsight)
 class StudentInsightAdmin(ComputedAdmin):
     list_display = ["student", "as_of", "current_streak", "longest_streak", "active_days_30",
-                    "habit_strength", "consistency", "trend", "computed_at"]
+                    "habit_shown", "consistency_shown", "trend_shown", "computed_at"]
     list_select_related = ["student"]
     search_fields = ["student__email"]
+
+    @admin.display(description="Habit strength", ordering="habit_strength")
+    def habit_shown(self, obj):
+        return _decimal(obj.habit_strength, 0)
+
+    @admin.display(description="Consistency", ordering="consistency")
+    def consistency_shown(self, obj):
+        return _decimal(obj.consistency, 0)
+
+    @admin.display(description="Trend (7 days)", ordering="trend")
+    def trend_shown(self, obj):
+        if obj.trend is None:
+            return "—"
+        points = round(obj.trend * 100)
+        return f"{points:+d} points" if points else "0 points"
 
 
 @admin.register(StudentAchievement)
