@@ -6,7 +6,7 @@ says so). What is derived from attempts follows: the practice sessions' correct 
 scores, the daily, subject and weekly rollups of the dates the question was answered on, the
 statistics of the question's subject, the insights of the students who answered it, and their
 achievements (those that no longer hold are withdrawn in the data, never "un-announced";
-those that now hold are earned).
+those that now hold are earned), and their spaced-review cards of the question (replayed).
 
 Two phases, so a worker that dies half-way loses nothing: the re-marking, the sessions and
 the plan of what else to recompute (dates, students, subject) commit together in one
@@ -25,7 +25,7 @@ from django.db.models import Count, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce, Round
 from django.utils import timezone
 
-from analytics import achievements, insights, item_analysis, rollups
+from analytics import achievements, insights, item_analysis, review, rollups
 from analytics.models import Regrade
 from core import services
 from core.models import Attempt, Choice, PracticeSession, Question
@@ -174,6 +174,9 @@ def _recompute(question: Question, outcome: RegradeOutcome, *, now: datetime.dat
         rollups.rollups_for_dates(dates, now=now)
     item_analysis.question_stats_refresh(subject_ids=[question.subject_id], now=now)
     if outcome.students:
+        # Cards are replayed from each student's whole history of the question: a re-marked
+        # attempt below a card's high-water mark changes what came after it.
+        review.reviews_replay(question.pk, outcome.students, now=now)
         insights.insights_compute(outcome.students, now=now)
         outcome.withdrawn = achievements.achievements_withdraw_invalid(outcome.students, now=now)
         outcome.earned = achievements.achievements_detect(outcome.students, now=now)

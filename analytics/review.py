@@ -131,7 +131,9 @@ def _dt_out(value: datetime.datetime | None, pg: bool):
         return None
     if pg:
         return value.isoformat()
-    return str(value.astimezone(UTC).replace(tzinfo=None))
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ")
 
 
 def _plan(scope_sql: str, params: list) -> list[tuple[int, int]]:
@@ -210,8 +212,8 @@ def _build(rows: Iterator[tuple], fsrs: Scheduler) -> Iterator[tuple[_Built, int
                         row[13], row[14], row[15], row[16])
                 elif row[5]:  # right before any wrong answer: nothing to review
                     continue
-            answered_at = _utc(row[3])
             if built is None:  # the first wrong answer makes the card
+                answered_at = _utc(row[3])
                 built = _Built(student_id, question_id, None, None,
                                Card(card_id=card_id(student_id, question_id), due=answered_at),
                                0, 0, row[2], row[4])
@@ -219,6 +221,8 @@ def _build(rows: Iterator[tuple], fsrs: Scheduler) -> Iterator[tuple[_Built, int
                 # A day already applied (or the day the card was made): only its first
                 # attempt counts.
                 continue
+            else:
+                answered_at = _utc(row[3])
             rating = Rating.Good if row[5] else Rating.Again
             built.card, _ = fsrs.review_card(built.card, rating, answered_at)
             built.reviews += 1

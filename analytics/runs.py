@@ -1,5 +1,5 @@
-"""The analytics runs, in their order: rollups, then question statistics, insights and
-achievements (detected after each rollup, from the figures it wrote). The scheduled tasks and
+"""The analytics runs, in their order: rollups, spaced review's cards, then question
+statistics, insights and achievements (detected after each rollup, from the figures it wrote). The scheduled tasks and
 `manage.py run_analytics` both go through `analytics_run`, so the command does by hand exactly
 what the schedule does. docs/analytics.md, "Entry points"."""
 
@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from analytics import achievements, insights, item_analysis, rollups
+from analytics import achievements, insights, item_analysis, review, rollups
 
-PARTS = ("rollups", "questions", "insights", "achievements")
+PARTS = ("rollups", "review", "questions", "insights", "achievements")
 
 
 @dataclass
 class AnalyticsRun:
     dates: list[datetime.date] = field(default_factory=list)
     rollups: rollups.RollupResult | None = None
+    review: review.ReviewResult | None = None
     questions: int | None = None
     insights: int | None = None
     achievements: int | None = None
@@ -29,6 +30,10 @@ class AnalyticsRun:
             result["rollups"] = {"daily_rows": self.rollups.daily_rows,
                                  "subject_rows": self.rollups.subject_rows,
                                  "weekly_rows": self.rollups.weekly_rows}
+        if self.review is not None:
+            result["review"] = {"cards_created": self.review.cards_created,
+                                "cards_updated": self.review.cards_updated,
+                                "attempts_applied": self.review.attempts_applied}
         for name in ("questions", "insights", "achievements"):
             if getattr(self, name) is not None:
                 result[name] = getattr(self, name)
@@ -51,6 +56,8 @@ def analytics_run(*, dates: list[datetime.date] | None = None, parts=PARTS,
     run = AnalyticsRun(dates=dates)
     if "rollups" in parts:
         run.rollups = rollups.rollups_for_dates(dates, now=now)
+    if "review" in parts:
+        run.review = review.reviews_apply(dates=dates, now=now)
     if "questions" in parts:
         run.questions = item_analysis.question_stats_refresh(now=now)
     active = None

@@ -13,9 +13,10 @@ ANALYTICS_RETRY = RetryPolicy(max_attempts=4, max_delay=900)
 @job(queue="analytics", retry=ANALYTICS_RETRY)
 def analytics_open_days() -> dict:
     """Hourly: re-upsert the daily, subject and weekly rollups of every local day still open
-    somewhere (and of the days that just closed), refresh the insights of the students whose
+    somewhere (and of the days that just closed), apply those days' answers to the spaced-review
+    cards, refresh the insights of the students whose
     day has closed, and detect achievements for the students active on those days."""
-    return runs.analytics_run(parts=("rollups", "insights", "achievements")).as_dict()
+    return runs.analytics_run(parts=("rollups", "review", "insights", "achievements")).as_dict()
 
 
 @job(queue="analytics", retry=ANALYTICS_RETRY)

@@ -1,7 +1,8 @@
 """`make bench` (`python -m bench [NAME ...] [--postgres]`): run the benchmarks, each printing
 its figures beside its limit. Results are recorded in bench/RESULTS.md.
 
-Names: seed, queue, lease, embedders, processing (default: all). --postgres runs those that take it on PostgreSQL
+Names: seed, queue, lease, embedders, processing, analytics, analytics_questions, review,
+reports (default: all). --postgres runs those that take it on PostgreSQL
 (a scratch database pastq_bench on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432).
 """
 
@@ -17,8 +18,13 @@ BENCHMARKS = {
     "lease": ["lease.py"],
     "embedders": ["embedders.py"],
     "processing": ["processing.py"],
+    "analytics": ["analytics.py"],
+    "analytics_questions": ["analytics_questions.py"],
+    "review": ["review.py"],
+    "reports": ["reports.py"],
 }
-TAKES_POSTGRES = {"queue", "lease", "processing"}
+TAKES_POSTGRES = {"queue", "lease", "processing", "analytics", "analytics_questions", "review",
+                  "reports"}
 
 
 def main() -> int:

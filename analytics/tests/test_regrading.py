@@ -10,7 +10,13 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from analytics import regrading, rollups, runs
-from analytics.models import DailyStudentStats, QuestionStats, Regrade, StudentAchievement
+from analytics.models import (
+    DailyStudentStats,
+    QuestionStats,
+    Regrade,
+    ReviewCard,
+    StudentAchievement,
+)
 from core import services
 from core.models import Achievement, Attempt, Choice, PracticeSession, Question
 from core.tests.conftest import deliver
@@ -90,6 +96,8 @@ def test_correcting_the_key_in_the_admin_regrades_everything_derived(
     earned.announced_at = timezone.now()  # the email went out; it is never taken back
     earned.save()
     assert QuestionStats.objects.get(question=question).n_correct == 1
+    cards = ReviewCard.objects.filter(question=question)
+    assert set(cards.values_list("student", flat=True)) == {ann.pk, cy.pk}
 
     page = admin_client.get(CHANGE.format(question.pk))
     data = _change_form_data(page)
@@ -134,6 +142,8 @@ def test_correcting_the_key_in_the_admin_regrades_everything_derived(
     assert earned.withdrawn_at is not None and earned.announced_at is not None
     assert StudentAchievement.objects.get(student=ann, achievement=sharp).withdrawn_at is None
     assert regrade.summary["achievements_withdrawn"] == 1
+    # Spaced review, replayed: Ann never got it wrong after all; Ben did.
+    assert set(cards.values_list("student", flat=True)) == {ben.pk, cy.pk}
 
 
 def test_an_edit_that_keeps_the_key_regrades_nothing(admin_client, world,

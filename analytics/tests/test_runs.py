@@ -116,4 +116,4 @@ def test_the_schedule_table_runs_analytics_on_its_queue():
         assert getattr(tasks, name).job_spec.queue == "analytics"
     assert rows["analytics.tasks.analytics_open_days"].cron == "5 * * * *"
     assert rows["analytics.tasks.question_statistics"].cron == "15 */2 * * *"
-    assert runs.PARTS == ("rollups", "questions", "insights", "achievements")
+    assert runs.PARTS == ("rollups", "review", "questions", "insights", "achievements")

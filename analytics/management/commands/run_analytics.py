@@ -19,10 +19,11 @@ def _date(value: str, flag: str) -> datetime.date:
 class Command(BaseCommand):
     help = (
         "Run learning analytics now, as the hourly schedule does: the daily, per-subject and "
-        "weekly rollups of every local day still open somewhere, question statistics, insights "
-        "of the students whose day has closed, and achievements. --date D or --from/--to "
-        "recompute those local dates instead (a backfill; achievements it finds are dated "
-        "when their rule first held, so old ones are not announced). --only picks parts. Exit status 2 for bad arguments."
+        "weekly rollups of every local day still open somewhere, spaced-review cards, question "
+        "statistics, insights of the students whose day has closed, and achievements. --date D "
+        "or --from/--to recompute those local dates instead (a backfill; achievements it finds "
+        "are dated when their rule first held, so old ones are not announced). --only picks "
+        "parts. Exit status 2 for bad arguments."
     )
 
     def add_arguments(self, parser):
@@ -58,6 +59,10 @@ class Command(BaseCommand):
             r = run.rollups
             self.stdout.write(f"Rollups: {r.daily_rows} daily rows, {r.subject_rows} subject "
                               f"rows, {r.weekly_rows} weekly rows written.")
+        if run.review is not None:
+            v = run.review
+            self.stdout.write(f"Spaced review: {v.attempts_applied} answers applied, "
+                              f"{v.cards_created} cards created, {v.cards_updated} updated.")
         if run.questions is not None:
             self.stdout.write(f"Question statistics: {run.questions} questions.")
         if run.insights is not None:
