@@ -47,7 +47,7 @@ class Command(BaseCommand):
         "practice activity drawn from a latent-ability model, as the world stood at 00:00 UTC "
         "today. The demo students cannot log in (there is no student interface yet): their "
         "activity feeds analytics, the emails and the read API; to call the API as one, issue "
-        "it a token in the admin (API tokens, Add). Running it again with the same flags "
+        "it a token (manage.py api_token issue, or in the admin). Running it again with the same flags "
         "changes nothing; other flags need --reset (which asks first). Demo data only: it "
         "refuses to run with DEBUG off unless --force."
     )
@@ -164,4 +164,5 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Demo students: {named}, and {generated} generated (studentNNNN@{DEMO_DOMAIN}).\n"
                 "They cannot log in: their activity feeds analytics, the emails and the read "
-                "API. To call the API as one, issue it a token in the admin (API tokens, Add).")
+                "API. To call the API as one, issue it a token: manage.py api_token issue "
+                "--user EMAIL --name NAME (or in the admin: API tokens, Add).")
