@@ -88,12 +88,21 @@ def _forget_templates() -> None:
 
 
 class _ChartTemplate:
-    """One figure for charts of n days, redrawn with new values each time."""
+    """One figure for charts of n days, redrawn with new values each time.
+
+    What changes from chart to chart (the bars, the line, the left axis with its grid, the
+    "no answers" note) is marked animated, so the full draw leaves it out: the full draw makes a
+    background of everything else (frame, right axis, day labels, title), kept while the day
+    labels and title stay the same, which they do across a week's reports. Each chart restores
+    that background and draws only the changing parts on it (matplotlib's blitting), in the
+    order a full draw would: the left axis and grid, the bars, the bottom spine again, the
+    line."""
 
     def __init__(self, n: int):
         self.n = n
         self.short_labels = n > 8
         figure = Figure(figsize=(WIDTH / _DPI, HEIGHT / _DPI), dpi=_DPI, facecolor="white")
+        self.figure = figure
         self.canvas = FigureCanvasAgg(figure)
         figure.subplots_adjust(left=0.11, right=0.88, top=0.87, bottom=0.19)
         bars = figure.add_subplot()
@@ -104,13 +113,16 @@ class _ChartTemplate:
         bars.tick_params(axis="y", labelsize=9, labelcolor=_BAR_LABEL_COLOUR)
         bars.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True, min_n_ticks=2))
         bars.yaxis.set_major_formatter(FuncFormatter(_count_label))
-        bars.set_ylabel("Answers", fontsize=9, color=_BAR_LABEL_COLOUR)
-        bars.yaxis.set_label_coords(-0.095, 0.5)
+        bars.yaxis.set_animated(True)
+        # The axis title as static text: the animated axis would redraw it every time.
+        bars.text(-0.095, 0.5, "Answers", rotation=90, fontsize=9, color=_BAR_LABEL_COLOUR,
+                  ha="center", va="center", transform=bars.transAxes)
         bars.grid(axis="y", color="#e5e5e5", linewidth=0.8)
-        bars.set_axisbelow(True)
         for side in ("top", "right"):
             bars.spines[side].set_visible(False)
         self.bars = bars.bar(range(n), [0] * n, width=0.7, color=_BAR_COLOUR, zorder=2)
+        for bar in self.bars:
+            bar.set_animated(True)
         line_axes = bars.twinx()
         line_axes.set_ylim(0, 105)
         line_axes.yaxis.set_major_locator(FixedLocator([0, 25, 50, 75, 100]))
@@ -121,23 +133,40 @@ class _ChartTemplate:
         for side in ("top", "left"):
             line_axes.spines[side].set_visible(False)
         (self.line,) = line_axes.plot(range(n), [math.nan] * n, color=_LINE_COLOUR,
-                                      linewidth=2, marker="o", markersize=5, zorder=3)
+                                      linewidth=2, marker="o", markersize=5, zorder=3,
+                                      animated=True)
         self.bar_axes = bars
         self.title = bars.set_title("", fontsize=11, color=_TEXT_COLOUR, pad=8)
         self.empty_note = bars.text(0.5, 0.5, "No answers in this period", fontsize=10,
                                     color="#888888", ha="center", va="center",
-                                    transform=bars.transAxes, visible=False)
+                                    transform=bars.transAxes, animated=True)
+        self.background = None
+        self.background_key = None
 
     def draw(self, days, attempts, accuracy, title) -> bytes:
+        labels = [day_label(day, short=self.short_labels) for day in days]
+        key = (tuple(labels), title)
+        if key != self.background_key:
+            self.bar_axes.set_xticklabels(labels)
+            self.title.set_text(title)
+            self.canvas.draw()
+            self.background = self.canvas.copy_from_bbox(self.figure.bbox)
+            self.background_key = key
+        else:
+            self.canvas.restore_region(self.background)
         for bar, count in zip(self.bars, attempts, strict=True):
             bar.set_height(count)
         highest = max(attempts)
         self.bar_axes.set_ylim(0, max(highest * 1.15, 4))
         self.line.set_ydata([math.nan if value is None else value for value in accuracy])
-        self.bar_axes.set_xticklabels([day_label(day, short=self.short_labels) for day in days])
-        self.title.set_text(title)
-        self.empty_note.set_visible(highest == 0)
-        self.canvas.draw()
+        renderer = self.canvas.get_renderer()
+        self.bar_axes.yaxis.draw(renderer)
+        for bar in self.bars:
+            bar.draw(renderer)
+        self.bar_axes.spines["bottom"].draw(renderer)
+        self.line.draw(renderer)
+        if highest == 0:
+            self.empty_note.draw(renderer)
         image = Image.frombuffer("RGBA", self.canvas.get_width_height(),
                                  self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
         palette = image.convert("RGB").quantize(_PALETTE_COLOURS,

@@ -4,27 +4,36 @@ chosen overall and by the top and bottom thirds of students, review flags, and p
 Cronbach's alpha. Definitions, settings and the command: docs/analytics.md, "Question
 statistics and item analysis".
 
-The heavy work (grouping every first attempt of a subject) is three SQL statements computed in
-the database; what is left per question (a square root, the flags) is arithmetic over one row
-per question and option, done here, so the live analysis (`item_analysis`, what the command
-prints) and the stored one (`question_stats_refresh`, the schedule's) are the same code. The
-stored rows are written with one `INSERT … SELECT … ON CONFLICT DO UPDATE` per table, whose
-rows arrive as a single JSON parameter: the number of queries is fixed whatever the number of
-students, questions or subjects.
+How it is computed, and why (measured at 1M attempts in bench/analytics_questions.py):
+the database does the set-based part in one statement, each student's totals per subject
+joined back to every first attempt as its rest score, and sends one row per first attempt;
+numpy then does the per-question reductions (sums, Pearson's r, Cronbach's alpha) and what
+needs the attempts in order (medians, the top and bottom thirds). Medians and thirds need
+those rows in order, which SQL window functions made several times slower on SQLite (ROW_NUMBER,
+NTILE) and no faster on PostgreSQL; with the rows at hand, a second pass in SQL for the sums
+would only repeat the joins. The live analysis (`item_analysis`, what the command prints) and
+the stored one (`question_stats_refresh`, the schedule's) are the same code. Stored rows are
+written with one `INSERT … SELECT … ON CONFLICT DO UPDATE` per table, whose rows travel as a
+single JSON parameter: a fixed number of queries whatever the number of students, questions or
+subjects.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.models import ExamPaper, Question, Subject
+from core.models import Choice, ExamPaper, Question, Subject
+
+CHOICE_TYPES = frozenset(kind.value for kind in Question.CHOICE_TYPES)
 
 # Flags, as stored in QuestionStats.flags and printed by the command.
 TOO_EASY = "too_easy"
@@ -33,10 +42,6 @@ WEAK_DISCRIMINATION = "weak_discrimination"
 NEGATIVE_DISCRIMINATION = "negative_discrimination"
 POSSIBLE_WRONG_KEY = "possible_wrong_key"
 NOT_ENOUGH_DATA = "not_enough_data"
-
-# A variance this small relative to the sum of squares it came from is rounding noise: the rest
-# scores are all equal (Σy² and (Σy)²/m differ only in their last bits).
-_RELATIVE_EPSILON = 1e-12
 
 
 @dataclass
@@ -185,17 +190,6 @@ def question_stats_refresh(*, subject_ids: list[int] | None = None,
 # --- Computation ----------------------------------------------------------------------------
 
 
-def pearson(m: int, sx: float, sy: float, sxx: float, syy: float, sxy: float) -> float | None:
-    """Pearson's r from the sums over m pairs; None when either variance is 0 (or m < 2)."""
-    if m < 2:
-        return None
-    vx, vy = m * sxx - sx * sx, m * syy - sy * sy
-    if vx <= _RELATIVE_EPSILON * m * sxx or vy <= _RELATIVE_EPSILON * m * syy:
-        return None
-    r = (m * sxy - sx * sy) / math.sqrt(vx * vy)
-    return max(-1.0, min(1.0, r))
-
-
 def cronbach_alpha(k: int, n: int, score_sum: int, score_squares: int,
                    item_variance_sum: float) -> float | None:
     """Cronbach's alpha from n students' k item scores: k/(k−1)·(1 − Σ var(item)/var(total)),
@@ -210,61 +204,197 @@ def cronbach_alpha(k: int, n: int, score_sum: int, score_squares: int,
 
 def _figures(subject_ids: list[int] | None) -> tuple[list[QuestionFigures], list[PaperFigures]]:
     """Every question (with its options) and every paper of the subjects (all: None)."""
-    min_other = settings.ANALYTICS_MIN_OTHER_ATTEMPTS
-    questions: dict[int, QuestionFigures] = {}
-    with connection.cursor() as cursor:
-        sql, params = _question_sql(subject_ids, min_other)
-        cursor.execute(sql, params)
-        for (question_id, subject_id, paper_id, question_type, n, n_correct, n_skipped,
-             time_sum, median_time, m, sx, sy, syy, sxy) in cursor.fetchall():
-            q = QuestionFigures(question_id=question_id, subject_id=subject_id,
-                                paper_id=paper_id, question_type=question_type)
-            questions[question_id] = q
-            if not n:
-                continue
-            q.n, q.n_correct, q.n_skipped = n, n_correct, n_skipped
-            q.facility, q.skip_rate = n_correct / n, n_skipped / n
-            q.mean_time_ms, q.median_time_ms = time_sum / n, float(median_time)
-            q.n_discrimination = m
-            # The item score is 0 or 1, so Σx² = Σx.
-            q.discrimination = pearson(m, sx or 0, sy or 0.0, sx or 0, syy or 0.0, sxy or 0.0)
+    questions_of = Question.objects.order_by("pk")
+    papers_of = ExamPaper.objects.order_by("pk")
+    choices_of = Choice.objects.filter(question__question_type__in=CHOICE_TYPES).order_by(
+        "question_id", "label", "pk")
+    if subject_ids is not None:
+        questions_of = questions_of.filter(subject_id__in=subject_ids)
+        papers_of = papers_of.filter(subject_id__in=subject_ids)
+        choices_of = choices_of.filter(question__subject_id__in=subject_ids)
+    questions, in_paper = {}, {}
+    for pk, subject_id, paper_id, question_type, status in questions_of.values_list(
+            "pk", "subject_id", "paper_id", "question_type", "status"):
+        questions[pk] = QuestionFigures(question_id=pk, subject_id=subject_id,
+                                        paper_id=paper_id, question_type=question_type)
+        if paper_id is not None and status != Question.Status.DRAFT:
+            in_paper[pk] = paper_id
+    for choice_id, question_id, label, is_key in choices_of.values_list(
+            "pk", "question_id", "label", "is_correct"):
+        if question_id in questions:
+            questions[question_id].choices.append(ChoiceFigures(
+                choice_id=choice_id, question_id=question_id, label=label, is_key=is_key))
+    papers = {pk: PaperFigures(paper_id=pk, subject_id=subject_id)
+              for pk, subject_id in papers_of.values_list("pk", "subject_id")}
+    for paper_id in in_paper.values():
+        if paper_id in papers:
+            papers[paper_id].n_questions += 1
 
-        sql, params = _choice_sql(subject_ids, min_other)
-        cursor.execute(sql, params)
-        for (question_id, choice_id, label, is_key, count, upper, lower) in cursor.fetchall():
-            q = questions.get(question_id)
-            if q is None:  # a question added between the two statements
-                continue
-            # Rows without a choice are the skipped attempts: in the group sizes only.
-            q.n_upper += upper
-            q.n_lower += lower
-            if choice_id is not None:
-                q.choices.append(ChoiceFigures(
-                    choice_id=choice_id, question_id=question_id, label=label,
-                    is_key=bool(is_key), count=count, upper_count=upper, lower_count=lower))
-
-        sql, params = _paper_sql(subject_ids)
-        cursor.execute(sql, params)
-        papers = [_paper(*row) for row in cursor.fetchall()]
-
+    rows = _first_attempt_rows(subject_ids)
+    if len(rows):
+        _question_figures(questions, rows)
+        _paper_figures(papers, in_paper, rows)
     for q in questions.values():
         for c in q.choices:
             c.proportion = c.count / q.n if q.n else None
             c.upper_proportion = c.upper_count / q.n_upper if q.n_upper else None
             c.lower_proportion = c.lower_count / q.n_lower if q.n_lower else None
-        q.choices.sort(key=lambda c: (c.label, c.choice_id))
         q.enough_data = q.n >= settings.ANALYTICS_MIN_N
         q.flags = _flags(q)
-    return list(questions.values()), papers
+    return list(questions.values()), list(papers.values())
 
 
-def _paper(paper_id, subject_id, k, n, score_sum, score_squares, item_variance_sum):
-    paper = PaperFigures(paper_id=paper_id, subject_id=subject_id, n_questions=k, n_students=n)
-    if n:
-        paper.mean = score_sum / n
-        paper.sd = math.sqrt(max(0, n * score_squares - score_sum * score_sum)) / n
-        paper.alpha = cronbach_alpha(k, n, score_sum, score_squares, item_variance_sum or 0.0)
-    return paper
+# Columns of the first-attempt rows (_first_attempts_sql).
+QUESTION, STUDENT, TIME, CHOICE, OUTCOME, REST = range(6)
+RIGHT, SKIPPED = 1, 2  # outcomes; 0 is wrong
+_FETCH_ROWS = 50_000
+
+
+def _first_attempt_rows(subject_ids: list[int] | None) -> np.ndarray:
+    """The subjects' first attempts as a float array, one row each (columns above)."""
+    sql, params = _first_attempts_sql(subject_ids, settings.ANALYTICS_MIN_OTHER_ATTEMPTS)
+    chunks = []
+    # A server-side cursor on PostgreSQL: the rows arrive in chunks, never all at once.
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(_FETCH_ROWS):
+            chunks.append(np.fromiter(itertools.chain.from_iterable(chunk), dtype=np.float64,
+                                      count=len(chunk) * 6).reshape(-1, 6))
+    return np.concatenate(chunks) if chunks else np.empty((0, 6))
+
+
+def _question_figures(questions: dict[int, QuestionFigures], rows: np.ndarray) -> None:
+    """Each question's figures from its first-attempt rows.
+
+    The database did the set-based part (each student's subject totals, the rest scores);
+    what is left are per-question reductions, vectorised here: sums (n, right, skipped, time,
+    the Pearson terms), and what needs the attempts in order, for which SQL window functions
+    were several times slower (bench/RESULTS.md): medians and the thirds."""
+    ids, index = np.unique(rows[:, QUESTION].astype(np.int64), return_inverse=True)
+    size = len(ids)
+    time_ms, rest = rows[:, TIME], rows[:, REST]
+    x = (rows[:, OUTCOME] == RIGHT).astype(np.float64)
+    n = np.bincount(index, minlength=size)
+    n_correct = np.bincount(index, weights=x, minlength=size)
+    n_skipped = np.bincount(index, weights=rows[:, OUTCOME] == SKIPPED, minlength=size)
+    time_sum = np.bincount(index, weights=time_ms, minlength=size)
+
+    # Medians: each question's times in order (one sort of question·2³² + time); the middle
+    # one, or the mean of the middle two.
+    ordered = np.sort((index.astype(np.int64) << 32) + time_ms.astype(np.int64)) & 0xFFFFFFFF
+    starts = np.cumsum(n) - n
+    medians = (ordered[starts + (n - 1) // 2] + ordered[starts + n // 2]) / 2
+
+    # Discrimination: Pearson's r of x and the rest score over the counted students, from
+    # centred sums; None where either variance is 0 (all x equal, or all rest scores equal).
+    counted = rest >= 0
+    at, cx, cy = index[counted], x[counted], rest[counted]
+    m = np.bincount(at, minlength=size)
+    right_counted = np.bincount(at, weights=cx, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_x = right_counted / m
+        mean_y = np.bincount(at, weights=cy, minlength=size) / m
+        dx, dy = cx - mean_x[at], cy - mean_y[at]
+        sxx = np.bincount(at, weights=dx * dx, minlength=size)
+        syy = np.bincount(at, weights=dy * dy, minlength=size)
+        sxy = np.bincount(at, weights=dx * dy, minlength=size)
+        r = np.clip(sxy / np.sqrt(sxx * syy), -1.0, 1.0)
+    lowest, highest = np.full(size, np.inf), np.full(size, -np.inf)
+    np.minimum.at(lowest, at, cy)
+    np.maximum.at(highest, at, cy)
+    defined = (m >= 2) & (right_counted > 0) & (right_counted < m) & (lowest < highest)
+
+    # Thirds (choice questions): the counted students ranked by rest score, highest first,
+    # ties by student id, lowest first, cut as NTILE(3) cuts m rows: m // 3 each, plus one for
+    # each of the first m % 3 thirds.
+    is_choice = np.array([q in questions and questions[q].question_type in CHOICE_TYPES
+                          for q in ids.tolist()], dtype=bool)
+    third = np.zeros(len(rows), dtype=np.int8)  # 1 top, 3 bottom, 0 neither
+    ranked = np.flatnonzero(counted & is_choice[index])
+    if len(ranked):
+        ranked = ranked[np.lexsort((rows[ranked, STUDENT], -rest[ranked], index[ranked]))]
+        group = index[ranked]
+        sizes = np.bincount(group, minlength=size)
+        rank = np.arange(len(ranked)) - (np.cumsum(sizes) - sizes)[group]
+        group_size = sizes[group]
+        top = group_size // 3 + (group_size % 3 > 0)
+        middle = group_size // 3 + (group_size % 3 > 1)
+        third[ranked[rank < top]] = 1
+        third[ranked[rank >= top + middle]] = 3
+    n_upper = np.bincount(index[third == 1], minlength=size)
+    n_lower = np.bincount(index[third == 3], minlength=size)
+    choice = rows[:, CHOICE].astype(np.int64)
+    chosen = choice > 0
+    tallies = []
+    for mask in (chosen, chosen & (third == 1), chosen & (third == 3)):
+        values, counts = np.unique(choice[mask], return_counts=True)
+        tallies.append(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+
+    for i, question_id in enumerate(ids.tolist()):
+        q = questions.get(question_id)
+        if q is None:  # a question added after the questions were read
+            continue
+        q.n, q.n_correct, q.n_skipped = int(n[i]), int(n_correct[i]), int(n_skipped[i])
+        q.facility, q.skip_rate = q.n_correct / q.n, q.n_skipped / q.n
+        q.mean_time_ms, q.median_time_ms = float(time_sum[i]) / q.n, float(medians[i])
+        q.n_discrimination = int(m[i])
+        q.discrimination = float(r[i]) if defined[i] else None
+        if q.question_type in CHOICE_TYPES:
+            q.n_upper, q.n_lower = int(n_upper[i]), int(n_lower[i])
+            for c in q.choices:
+                c.count, c.upper_count, c.lower_count = (
+                    tally.get(c.choice_id, 0) for tally in tallies)
+
+
+def _paper_figures(papers: dict[int, PaperFigures], in_paper: dict[int, int],
+                   rows: np.ndarray) -> None:
+    """Each paper's scores over the students whose first attempts cover every question of it
+    that is not a draft (a student has one first attempt per question, so covering means as
+    many as the paper has): their number, Cronbach's alpha, mean and population SD."""
+    paper_ids = sorted(papers)
+    position = {paper_id: i for i, paper_id in enumerate(paper_ids)}
+    of_question = sorted((q, position[p]) for q, p in in_paper.items() if p in position)
+    if not of_question:
+        return
+    # Each row's paper (its position in paper_ids), −1 for a question in no paper.
+    keys = np.array([q for q, _ in of_question], dtype=np.int64)
+    values = np.array([p for _, p in of_question], dtype=np.int64)
+    question = rows[:, QUESTION].astype(np.int64)
+    found = np.minimum(np.searchsorted(keys, question), len(keys) - 1)
+    paper = np.where(keys[found] == question, values[found], -1)
+    keep = paper >= 0
+    if not keep.any():
+        return
+    size = len(paper_ids)
+    paper, question = paper[keep], question[keep]
+    x = (rows[keep, OUTCOME] == RIGHT).astype(np.int64)
+    k = np.array([papers[p].n_questions for p in paper_ids], dtype=np.int64)
+    # One (student, paper) pair per student who answered any of a paper's questions.
+    pairs, pair = np.unique(rows[keep, STUDENT].astype(np.int64) * size + paper,
+                            return_inverse=True)
+    pair_paper = pairs % size
+    score = np.bincount(pair, weights=x).astype(np.int64)
+    complete = np.bincount(pair) == k[pair_paper]
+    n = np.bincount(pair_paper[complete], minlength=size)
+    totals = np.bincount(pair_paper[complete], weights=score[complete], minlength=size)
+    squares = np.bincount(pair_paper[complete], weights=score[complete] ** 2, minlength=size)
+    # Each question's proportion right among the complete students of its paper.
+    counted = complete[pair]
+    items, item = np.unique(question[counted], return_inverse=True)
+    item_paper = np.zeros(len(items), dtype=np.int64)
+    item_paper[item] = paper[counted]
+    p = np.bincount(item, weights=x[counted], minlength=len(items)) / n[item_paper]
+    item_variance = np.bincount(item_paper, weights=p * (1 - p), minlength=size)
+    for i, paper_id in enumerate(paper_ids):
+        if not n[i]:
+            continue
+        figures = papers[paper_id]
+        figures.n_students = count = int(n[i])
+        total, square_sum = int(totals[i]), int(squares[i])
+        figures.mean = total / count
+        figures.sd = math.sqrt(max(0, count * square_sum - total * total)) / count
+        figures.alpha = cronbach_alpha(int(k[i]), count, total, square_sum,
+                                       float(item_variance[i]))
 
 
 def _flags(q: QuestionFigures) -> list[str]:
@@ -309,169 +439,56 @@ def _subject_filter(column: str, subject_ids: list[int] | None) -> tuple[str, li
     return f"{column} IN ({', '.join(['%s'] * len(subject_ids))})", list(subject_ids)
 
 
-def _first_attempts_cte(subject_ids: list[int] | None, min_other: int) -> tuple[str, list]:
-    """qs: the subjects' questions; fa: their first attempts (x: 1 right, 0 wrong or skipped);
-    totals: each student's first attempts and right answers per subject; scored: each first
-    attempt with its rest score y (right answers on the student's other first attempts in the
-    subject over their number), NULL unless there are at least `min_other` of them."""
+def _first_attempts_sql(subject_ids: list[int] | None, min_other: int) -> tuple[str, list]:
+    """One row per first attempt at a question of the subjects: question, student, time,
+    choice (0: none), outcome (1 right, 0 wrong, 2 skipped), and the rest score: the
+    student's right answers on their other first attempts in the subject over their number,
+    or −1 with fewer than `min_other` of them (not counted in the discrimination).
+
+    fa: the first attempts (x: 1 right, 0 wrong or skipped); totals: each student's first
+    attempts and right answers per subject, joined back to each first attempt. The statement
+    takes a shape per database, each measured at 1M attempts (bench/analytics_questions.py):
+    SQLite reads the first attempts once into a materialized CTE and reads that twice; there,
+    `a CROSS JOIN q` scans the attempts and looks each question up rather than walk them
+    question by question through an index (about 8 s instead of under 1 s). PostgreSQL
+    aggregates the totals in parallel straight from the table, and joins them to the first
+    attempts of a subquery it keeps whole (OFFSET 0): left to itself, its estimates favour
+    joining questions to totals first, a detour through millions of rows (twice as slow);
+    SQLite's materialized CTE is about 20 % slower there."""
     where, params = _subject_filter("q.subject_id", subject_ids)
-    materialized = _materialized()
+    first = f"""
+        SELECT a.student_id, a.question_id, q.subject_id, a.choice_id, a.time_taken_ms,
+               CASE WHEN a.is_correct THEN 1 ELSE 0 END AS x,
+               CASE WHEN a.skipped THEN 2 WHEN a.is_correct THEN 1 ELSE 0 END AS outcome
+        FROM core_attempt a CROSS JOIN core_question q
+        WHERE q.id = a.question_id AND a.attempt_number = 1 AND {where}"""
+    columns = """
+        SELECT fa.question_id, fa.student_id, fa.time_taken_ms,
+               COALESCE(fa.choice_id, 0) AS choice, fa.outcome,
+               CASE WHEN totals.t - 1 >= %s
+                    THEN CAST(totals.c - fa.x AS DOUBLE PRECISION) / (totals.t - 1)
+                    ELSE -1 END AS rest"""
+    joined = """
+        CROSS JOIN totals
+        WHERE totals.student_id = fa.student_id AND totals.subject_id = fa.subject_id"""
+    if connection.vendor == "postgresql":
+        sql = f"""
+            WITH totals AS (
+                SELECT student_id, subject_id, COUNT(*) AS t, SUM(x) AS c
+                FROM ({first}) f GROUP BY student_id, subject_id
+            )
+            {columns}
+            FROM ({first} OFFSET 0) fa {joined}"""
+        return sql, [*params, min_other, *params]
     sql = f"""
-        WITH qs AS {materialized} (
-            SELECT q.id, q.subject_id, q.paper_id, q.question_type
-            FROM core_question q WHERE {where}
-        ),
-        fa AS {materialized} (
-            SELECT a.student_id, a.question_id, qs.subject_id, a.choice_id, a.time_taken_ms,
-                   CASE WHEN a.is_correct THEN 1 ELSE 0 END AS x,
-                   CASE WHEN a.skipped THEN 1 ELSE 0 END AS skipped
-            FROM core_attempt a CROSS JOIN qs
-            WHERE qs.id = a.question_id AND a.attempt_number = 1
-        ),
-        totals AS {materialized} (
+        WITH fa AS {_materialized()} ({first}),
+        totals AS (
             SELECT student_id, subject_id, COUNT(*) AS t, SUM(x) AS c
             FROM fa GROUP BY student_id, subject_id
-        ),
-        scored AS (
-            SELECT fa.student_id, fa.question_id, fa.choice_id, fa.time_taken_ms, fa.x,
-                   fa.skipped,
-                   CASE WHEN totals.t - 1 >= %s
-                        THEN CAST(totals.c - fa.x AS DOUBLE PRECISION) / (totals.t - 1)
-                   END AS y
-            FROM fa CROSS JOIN totals
-            WHERE totals.student_id = fa.student_id AND totals.subject_id = fa.subject_id
-        )"""
+        )
+        {columns}
+        FROM fa {joined}"""
     return sql, [*params, min_other]
-
-
-def _question_sql(subject_ids: list[int] | None, min_other: int) -> tuple[str, list]:
-    """One row per question of the subjects (none answered: zeros and NULLs): id, subject,
-    paper, type, n, right, skipped, Σtime, median time, then over the students counted in the
-    discrimination: m, Σx, Σy, Σy², Σxy."""
-    cte, params = _first_attempts_cte(subject_ids, min_other)
-    sums = """COUNT(*) AS n, SUM(x) AS n_correct, SUM(skipped) AS n_skipped,
-              SUM(time_taken_ms) AS time_sum, COUNT(y) AS m,
-              SUM(CASE WHEN y IS NOT NULL THEN x ELSE 0 END) AS sx, SUM(y) AS sy,
-              SUM(y * y) AS syy, SUM(x * y) AS sxy"""
-    if connection.vendor == "postgresql":
-        median = "percentile_cont(0.5) WITHIN GROUP (ORDER BY time_taken_ms) AS median_time"
-        sql = f"""{cte},
-            agg AS (SELECT question_id, {sums}, {median} FROM scored GROUP BY question_id)
-            SELECT qs.id, qs.subject_id, qs.paper_id, qs.question_type, agg.n, agg.n_correct,
-                   agg.n_skipped, agg.time_sum, agg.median_time, agg.m, agg.sx, agg.sy,
-                   agg.syy, agg.sxy
-            FROM qs LEFT JOIN agg ON agg.question_id = qs.id ORDER BY qs.id"""
-    else:
-        # No percentile aggregate in SQLite: the middle one or two times of each question, by
-        # their row number in time order.
-        sql = f"""{cte},
-            agg AS {_materialized()} (
-                SELECT question_id, {sums} FROM scored GROUP BY question_id
-            ),
-            ordered AS (
-                SELECT question_id, time_taken_ms,
-                       ROW_NUMBER() OVER (PARTITION BY question_id ORDER BY time_taken_ms) AS r
-                FROM fa
-            ),
-            med AS (
-                SELECT o.question_id,
-                       AVG(CAST(o.time_taken_ms AS DOUBLE PRECISION)) AS median_time
-                FROM ordered o CROSS JOIN agg
-                WHERE agg.question_id = o.question_id
-                  AND o.r IN ((agg.n + 1) / 2, (agg.n + 2) / 2)
-                GROUP BY o.question_id
-            )
-            SELECT qs.id, qs.subject_id, qs.paper_id, qs.question_type, agg.n, agg.n_correct,
-                   agg.n_skipped, agg.time_sum, med.median_time, agg.m, agg.sx, agg.sy,
-                   agg.syy, agg.sxy
-            FROM qs LEFT JOIN agg ON agg.question_id = qs.id
-                    LEFT JOIN med ON med.question_id = qs.id
-            ORDER BY qs.id"""
-    return sql, params
-
-
-def _choice_sql(subject_ids: list[int] | None, min_other: int) -> tuple[str, list]:
-    """Per choice question and option (and one row with a NULL choice for the skips): label,
-    key, first attempts that chose it, and of them those by students in the top and bottom
-    thirds. Thirds: the students counted in the discrimination, ranked by rest score (highest
-    first; ties by student id, lowest first), cut by NTILE(3): sizes differ by at most one,
-    the extra students going to the top third, then the middle. Options nobody chose come
-    from the right join, with zeros."""
-    cte, params = _first_attempts_cte(subject_ids, min_other)
-    types = [kind.value for kind in Question.CHOICE_TYPES]
-    sql = f"""{cte},
-        ranked AS (
-            SELECT s.question_id, s.choice_id,
-                   CASE WHEN s.y IS NOT NULL THEN NTILE(3) OVER (
-                       PARTITION BY s.question_id, CASE WHEN s.y IS NULL THEN 0 ELSE 1 END
-                       ORDER BY s.y DESC, s.student_id) END AS third
-            FROM scored s JOIN qs ON qs.id = s.question_id
-            WHERE qs.question_type IN ({', '.join(['%s'] * len(types))})
-        ),
-        counts AS (
-            SELECT question_id, choice_id, COUNT(*) AS n,
-                   SUM(CASE WHEN third = 1 THEN 1 ELSE 0 END) AS upper_n,
-                   SUM(CASE WHEN third = 3 THEN 1 ELSE 0 END) AS lower_n
-            FROM ranked GROUP BY question_id, choice_id
-        )
-        SELECT ch.question_id, ch.id, ch.label, ch.is_correct, COALESCE(counts.n, 0),
-               COALESCE(counts.upper_n, 0), COALESCE(counts.lower_n, 0)
-        FROM core_choice ch JOIN qs ON qs.id = ch.question_id
-             LEFT JOIN counts ON counts.choice_id = ch.id
-        WHERE qs.question_type IN ({', '.join(['%s'] * len(types))})
-        UNION ALL
-        SELECT question_id, NULL, NULL, NULL, n, upper_n, lower_n
-        FROM counts WHERE choice_id IS NULL"""
-    return sql, [*params, *types, *types]
-
-
-def _paper_sql(subject_ids: list[int] | None) -> tuple[str, list]:
-    """One row per paper of the subjects: id, subject, k (its questions that are not drafts),
-    then over the students whose first attempts cover all k: n, Σscore, Σscore², and
-    Σ p(1−p) over its questions (p: the proportion of those students right)."""
-    question_where, question_params = _subject_filter("q.subject_id", subject_ids)
-    paper_where, paper_params = _subject_filter("p.subject_id", subject_ids)
-    materialized = _materialized()
-    sql = f"""
-        WITH pq AS {materialized} (
-            SELECT q.id AS question_id, q.paper_id FROM core_question q
-            WHERE q.paper_id IS NOT NULL AND q.status <> %s AND {question_where}
-        ),
-        k AS (SELECT paper_id, COUNT(*) AS k FROM pq GROUP BY paper_id),
-        pa AS {materialized} (
-            SELECT a.student_id, pq.paper_id, pq.question_id,
-                   CASE WHEN a.is_correct THEN 1 ELSE 0 END AS x
-            FROM core_attempt a CROSS JOIN pq
-            WHERE pq.question_id = a.question_id AND a.attempt_number = 1
-        ),
-        complete AS {materialized} (
-            SELECT sp.student_id, sp.paper_id, sp.score
-            FROM (SELECT student_id, paper_id, COUNT(*) AS answered, SUM(x) AS score
-                  FROM pa GROUP BY student_id, paper_id) sp
-            JOIN k ON k.paper_id = sp.paper_id
-            WHERE sp.answered = k.k
-        ),
-        item AS (
-            SELECT pa.paper_id, pa.question_id, AVG(CAST(pa.x AS DOUBLE PRECISION)) AS p
-            FROM pa JOIN complete c
-              ON c.student_id = pa.student_id AND c.paper_id = pa.paper_id
-            GROUP BY pa.paper_id, pa.question_id
-        ),
-        item_variance AS (SELECT paper_id, SUM(p * (1 - p)) AS v FROM item GROUP BY paper_id),
-        scores AS (
-            SELECT paper_id, COUNT(*) AS n, CAST(SUM(score) AS BIGINT) AS s,
-                   CAST(SUM(score * score) AS BIGINT) AS ss
-            FROM complete GROUP BY paper_id
-        )
-        SELECT p.id, p.subject_id, COALESCE(k.k, 0), COALESCE(scores.n, 0), scores.s,
-               scores.ss, item_variance.v
-        FROM core_exampaper p
-             LEFT JOIN k ON k.paper_id = p.id
-             LEFT JOIN scores ON scores.paper_id = p.id
-             LEFT JOIN item_variance ON item_variance.paper_id = p.id
-        WHERE {paper_where}
-        ORDER BY p.id"""
-    return sql, [Question.Status.DRAFT.value, *question_params, *paper_params]
 
 
 # --- Writing --------------------------------------------------------------------------------

@@ -92,6 +92,9 @@ def test_chart_is_deterministic_and_a_reused_figure_draws_what_a_new_one_does():
     a = (DAYS, [3, 0, 12, 5, 40, 8, 1], [66.7, None, 50, 100, 72.5, 0, 100])
     b = (DAYS, [0] * 7, [None] * 7)
     first = charts.activity_chart_png(*a, title="A")
+    # Same title and days: drawn on the kept background; then a new background.
+    assert charts.activity_chart_png(*b, title="A") != first
+    assert charts.activity_chart_png(*a, title="A") == first
     charts.activity_chart_png(*b, title="B, with another scale")
     charts.activity_chart_png(DAYS * 2, list(range(14)), [50] * 14, title="Fourteen days")
     assert charts.activity_chart_png(*a, title="A") == first
