@@ -2,7 +2,7 @@
 an edit here would be overwritten), and the regrades with their outcome."""
 
 from django.contrib import admin
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from analytics.models import (
     ChoiceStats,
@@ -11,10 +11,12 @@ from analytics.models import (
     PaperStats,
     QuestionStats,
     Regrade,
+    Report,
     StudentAchievement,
     StudentInsight,
     WeeklyStudentStats,
 )
+from analytics.reports import report_html
 
 
 def _fraction(value) -> str:
@@ -206,3 +208,30 @@ class RegradeAdmin(ComputedAdmin):
     readonly_fields = ["question", "requested_by", "requested_at", "key_before", "key_after",
                        "status", "finished_at", "attempts_changed", "became_correct",
                        "became_wrong", "summary", "error"]
+
+
+@admin.register(Report)
+class ReportAdmin(ComputedAdmin):
+    """Stored reports: the list by kind and period; a report's page shows it as rendered, chart
+    included, in a sandboxed frame (its HTML is the email's, escaped when it was built)."""
+
+    list_display = ["label", "kind", "student", "period_start", "period_end", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["label", "student__email"]
+    list_select_related = ["student"]
+    date_hierarchy = "period_start"
+    fields = ["kind", "label", "student", "period_start", "period_end", "created_at",
+              "updated_at", "rendered", "data"]
+    readonly_fields = ["rendered"]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        # The list needs neither the HTML nor the chart.
+        url_name = getattr(request.resolver_match, "url_name", "") or ""
+        return queryset.defer("html", "chart_png") if url_name.endswith("changelist") else queryset
+
+    @admin.display(description="Report")
+    def rendered(self, obj):
+        return format_html('<iframe sandbox srcdoc="{}" title="{}" style="width:680px;'
+                           'height:1400px;border:1px solid #ddd"></iframe>',
+                           report_html(obj), obj.label)

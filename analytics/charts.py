@@ -2,11 +2,13 @@
 line on a second axis, drawn by matplotlib's Agg renderer into a 600×300 px PNG that an email
 attaches inline (Content-ID) and the admin shows as a data: URI. docs/analytics.md, "Reports".
 
-Speed: building a figure (axes, twin axes, bars, line, fonts) costs more than drawing it, and
-reports are drawn by the thousand. Each thread keeps one figure per number of days and only
-changes what differs between charts (bar heights, the line's values, the labels, the title)
-before drawing it again; every limit is set explicitly, so a reused figure draws exactly what a
-new one would (a test checks it). No pyplot: its global state is not for worker threads.
+Speed: building a figure (axes, twin axes, bars, line, fonts) costs ten times more than
+drawing one, and drawing text costs most of the rest; reports are drawn by the thousand. Each
+thread keeps one figure per number of days, and each figure keeps a background with everything
+that does not change while the day labels and title stay the same (they do across a week's
+reports): a chart restores it and draws only its bars, line and left axis on it (blitting).
+Every limit is set explicitly, so what a kept figure draws depends only on the arguments (a test
+checks it against a new figure). No pyplot: its global state is not for worker threads.
 
 Size: the drawing is reduced to a 64-colour palette (Pillow's fast octree) before it is
 encoded: a third of the bytes of a full-colour PNG and faster to encode, with no visible change

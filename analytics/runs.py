@@ -1,5 +1,6 @@
 """The analytics runs, in their order: rollups, spaced review's cards, then question
-statistics, insights and achievements (detected after each rollup, from the figures it wrote). The scheduled tasks and
+statistics, insights and achievements (detected after each rollup, from the figures it wrote),
+and the reports whose period has closed. The scheduled tasks and
 `manage.py run_analytics` both go through `analytics_run`, so the command does by hand exactly
 what the schedule does. docs/analytics.md, "Entry points"."""
 
@@ -10,9 +11,11 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from analytics import achievements, insights, item_analysis, review, rollups
+from analytics import achievements, insights, item_analysis, reports, review, rollups
 
-PARTS = ("rollups", "review", "questions", "insights", "achievements")
+PARTS = ("rollups", "review", "questions", "insights", "achievements", "reports")
+# The hourly job's parts: question statistics and reports have their own schedules.
+HOURLY_PARTS = ("rollups", "review", "insights", "achievements")
 
 
 @dataclass
@@ -23,6 +26,7 @@ class AnalyticsRun:
     questions: int | None = None
     insights: int | None = None
     achievements: int | None = None
+    reports: int | None = None
 
     def as_dict(self) -> dict:
         result: dict = {"dates": [d.isoformat() for d in self.dates]}
@@ -34,7 +38,7 @@ class AnalyticsRun:
             result["review"] = {"cards_created": self.review.cards_created,
                                 "cards_updated": self.review.cards_updated,
                                 "attempts_applied": self.review.attempts_applied}
-        for name in ("questions", "insights", "achievements"):
+        for name in ("questions", "insights", "achievements", "reports"):
             if getattr(self, name) is not None:
                 result[name] = getattr(self, name)
         return result
@@ -73,4 +77,50 @@ def analytics_run(*, dates: list[datetime.date] | None = None, parts=PARTS,
         as_of = None if scheduled else dates[-1]
         run.achievements = (
             achievements.achievements_detect(active, now=now, as_of=as_of) if active else 0)
+    if "reports" in parts:
+        run.reports = reports_due_build(now=now) if scheduled else reports_for_dates(dates,
+                                                                                    now=now)
     return run
+
+
+def reports_due_build(*, now: datetime.datetime) -> int:
+    """The reports whose period has closed and that are not built yet."""
+    return (student_reports_due_build(now=now)
+            + len(admin_reports_due_build(now=now)))
+
+
+def student_reports_due_build(*, now: datetime.datetime) -> int:
+    """Each student's last ISO week's report, once that week has closed in their time zone."""
+    due = reports.student_weekly_reports_due(now)
+    return reports.student_weekly_reports_build([s for s, _, _ in due], now=now) if due else 0
+
+
+def admin_reports_due_build(*, now: datetime.datetime) -> list[str]:
+    """The admin reports of the days and weeks closed everywhere that are not built yet."""
+    built = []
+    for kind, start in reports.admin_reports_due(now):
+        reports.admin_report_build(kind, start, now=now)
+        built.append(f"{kind} {start}")
+    return built
+
+
+def reports_for_dates(dates: list[datetime.date], *, now: datetime.datetime) -> int:
+    """(Re)build the reports of the periods these dates fall in, where the period has closed:
+    students' weekly reports of those ISO weeks, admin daily reports of the dates closed
+    everywhere, and admin weekly reports of the weeks closed everywhere."""
+    built = 0
+    mondays = sorted({d - datetime.timedelta(days=d.weekday()) for d in dates})
+    for monday in mondays:
+        iso_year, iso_week, _ = monday.isocalendar()
+        built += reports.student_weekly_reports_build(iso_year=iso_year, iso_week=iso_week,
+                                                      now=now)
+    closed = reports.last_day_closed_everywhere(now)
+    for day in dates:
+        if day <= closed:
+            reports.admin_report_build("admin_daily", day, now=now)
+            built += 1
+    for monday in mondays:
+        if monday + datetime.timedelta(days=6) <= closed:
+            reports.admin_report_build("admin_weekly", monday, now=now)
+            built += 1
+    return built

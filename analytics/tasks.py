@@ -3,6 +3,8 @@ dict back. Their rows in the schedule table are in pastq/schedules.py."""
 
 import datetime
 
+from django.utils import timezone
+
 from analytics import item_analysis, regrading, runs
 from analytics.models import Regrade
 from core.jobs import RetryPolicy, job
@@ -16,7 +18,7 @@ def analytics_open_days() -> dict:
     somewhere (and of the days that just closed), apply those days' answers to the spaced-review
     cards, refresh the insights of the students whose
     day has closed, and detect achievements for the students active on those days."""
-    return runs.analytics_run(parts=("rollups", "review", "insights", "achievements")).as_dict()
+    return runs.analytics_run(parts=runs.HOURLY_PARTS).as_dict()
 
 
 @job(queue="analytics", retry=ANALYTICS_RETRY)
@@ -31,6 +33,20 @@ def analytics_dates(start: str, end: str, parts: list[str] | None = None) -> dic
 def question_statistics() -> dict:
     """Every 2 hours: question, choice and paper statistics of every subject."""
     return {"questions": item_analysis.question_stats_refresh()}
+
+
+@job(queue="analytics", retry=ANALYTICS_RETRY)
+def student_weekly_reports() -> dict:
+    """Hourly: each student's weekly report once their ISO week has closed in their time zone
+    (so a UTC+14 student's comes 25 hours before a UTC−11 student's)."""
+    return {"student_weekly": runs.student_reports_due_build(now=timezone.now())}
+
+
+@job(queue="analytics", retry=ANALYTICS_RETRY)
+def admin_reports() -> dict:
+    """12:30 UTC: the daily admin report of the day that has just closed everywhere (D+1 12:00
+    UTC), and on Monday the weekly one; any of the last week's that are missing."""
+    return {"admin": runs.admin_reports_due_build(now=timezone.now())}
 
 
 @job(queue="analytics", retry=ANALYTICS_RETRY)

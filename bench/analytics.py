@@ -139,7 +139,8 @@ def load_world(args) -> tuple[int, int, int]:
 def insert_attempts(connection, args, student0, question0, session0, *, extra: bool):
     """args.attempts attempts per student over the --days window (extra=False), or nine times
     as many on the 300 dates before it (extra=True), with attempt numbers from 3 up so they
-    never collide. One statement; figures are pseudo-random functions of (s, k)."""
+    never collide. One statement; figures are pseudo-random functions of (s, k). Rows go in
+    in the order of answered_at, as answers arrive."""
     per_student = args.attempts * 9 if extra else args.attempts
     if extra:
         question = f"(s * 37 + k % 100) % {QUESTIONS}"
@@ -167,6 +168,7 @@ def insert_attempts(connection, args, student0, question0, session0, *, extra: b
                DATE '{FIRST_DAY}' + ({day}), {number}
         FROM generate_series(0, {args.students - 1}) AS s,
              generate_series(0, {per_student - 1}) AS k
+        ORDER BY 9, 1
         """
     else:
         sql = f"""
@@ -180,6 +182,7 @@ def insert_attempts(connection, args, student0, question0, session0, *, extra: b
                         (k % 60) || ' minutes'),
                date('{FIRST_DAY}', (({day})) || ' days'), {number}
         FROM ss, kk
+        ORDER BY 9, 1
         """
     with connection.cursor() as cursor:
         # A bulk load of rows valid by construction: no foreign-key checks (PostgreSQL's would

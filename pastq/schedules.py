@@ -19,6 +19,12 @@ SCHEDULES: list[Periodic] = [
     Periodic("question-statistics", "analytics.tasks.question_statistics", "15 */2 * * *",
              description="question, choice and paper statistics (item analysis) with their "
                          "review flags"),
+    Periodic("student-weekly-reports", "analytics.tasks.student_weekly_reports", "20 * * * *",
+             description="each student's weekly report (figures, HTML, chart) once their ISO "
+                         "week has closed in their time zone"),
+    Periodic("admin-reports", "analytics.tasks.admin_reports", "30 12 * * *",
+             description="the daily admin report once the day has closed everywhere (D+1 "
+                         "12:00 UTC), the weekly one on Monday"),
     Periodic("health-checks", "maintenance.tasks.health_checks", "*/5 * * * *",
              description="queues served and moving; alerts the staff (health_check from "
                          "outside watches the cluster itself)"),

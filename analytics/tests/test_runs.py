@@ -9,6 +9,7 @@ from analytics import runs, tasks
 from analytics.models import (
     DailyStudentStats,
     QuestionStats,
+    Report,
     StudentAchievement,
     StudentInsight,
     WeeklyStudentStats,
@@ -57,6 +58,13 @@ def test_a_backfill_writes_every_part_and_announces_nothing(run_command, catalog
     # stored but not offered for announcement.
     assert StudentAchievement.objects.filter(achievement__code="streak-3").count() == 3
     assert not achievements_to_announce().exists()
+    # Reports of the closed periods: the students' week of 2 March (the week of 23 February
+    # had no answers, nor the week before it), seven admin days and two admin weeks.
+    assert result["reports"] == 12
+    assert Report.objects.filter(kind="student_weekly", label="2026-W10").count() == 3
+    assert Report.objects.filter(kind="admin_daily").count() == 7
+    assert set(Report.objects.filter(kind="admin_weekly").values_list("label", flat=True)) == {
+        "2026-W09", "2026-W10"}
 
 
 def test_one_date_and_only_some_parts(run_command, catalogue):
@@ -88,13 +96,14 @@ def test_the_hourly_run_costs_the_same_queries_for_more_students(
         catalogue, django_assert_max_num_queries):
     _world(3)
     now = datetime.datetime(2026, 3, 4, 13, 5, tzinfo=datetime.UTC)
+    hourly = runs.HOURLY_PARTS
     with django_assert_max_num_queries(60) as small:
-        runs.analytics_run(now=now)
+        runs.analytics_run(now=now, parts=hourly)
     Attempt.objects.all().delete()
     StudentInsight.objects.all().delete()
     _world(30)
     with django_assert_max_num_queries(len(small.captured_queries)) as large:
-        runs.analytics_run(now=now)
+        runs.analytics_run(now=now, parts=hourly)
     assert DailyStudentStats.objects.filter(date=datetime.date(2026, 3, 4)).count() >= 30
     assert len(large.captured_queries) <= len(small.captured_queries)
 
@@ -106,14 +115,22 @@ def test_the_tasks_run_as_jobs(catalogue):
     assert result["rollups"]["daily_rows"] == 8
     assert deliver({"func": "analytics.tasks.question_statistics"}) == {"questions": 5}
     assert "dates" in deliver({"func": "analytics.tasks.analytics_open_days"})
+    assert deliver({"func": "analytics.tasks.student_weekly_reports"}) == {"student_weekly": 0}
+    admin = deliver({"func": "analytics.tasks.admin_reports"})["admin"]
+    # The last seven days and weeks closed everywhere, beside the backfill's four days and week.
+    assert len(admin) == 14 and Report.objects.filter(student__isnull=True).count() == 14 + 5
 
 
 def test_the_schedule_table_runs_analytics_on_its_queue():
     rows = {p.task: p for p in SCHEDULES}
-    for name in ("analytics_open_days", "question_statistics"):
+    for name in ("analytics_open_days", "question_statistics", "student_weekly_reports",
+                 "admin_reports"):
         periodic = rows[f"analytics.tasks.{name}"]
         assert periodic.queue == "analytics"
         assert getattr(tasks, name).job_spec.queue == "analytics"
     assert rows["analytics.tasks.analytics_open_days"].cron == "5 * * * *"
     assert rows["analytics.tasks.question_statistics"].cron == "15 */2 * * *"
-    assert runs.PARTS == ("rollups", "review", "questions", "insights", "achievements")
+    assert runs.PARTS == ("rollups", "review", "questions", "insights", "achievements",
+                          "reports")
+    assert rows["analytics.tasks.student_weekly_reports"].cron == "20 * * * *"
+    assert rows["analytics.tasks.admin_reports"].cron == "30 12 * * *"
