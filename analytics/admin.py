@@ -1,6 +1,8 @@
 """Analytics in the admin: read-only views of what the jobs computed (they are recomputed, so
 an edit here would be overwritten), and the regrades with their outcome."""
 
+import json
+
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
@@ -221,8 +223,8 @@ class ReportAdmin(ComputedAdmin):
     list_select_related = ["student"]
     date_hierarchy = "period_start"
     fields = ["kind", "label", "student", "period_start", "period_end", "created_at",
-              "updated_at", "rendered", "data"]
-    readonly_fields = ["rendered"]
+              "updated_at", "rendered", "data_shown"]
+    readonly_fields = ["rendered", "data_shown"]
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -233,5 +235,10 @@ class ReportAdmin(ComputedAdmin):
     @admin.display(description="Report")
     def rendered(self, obj):
         return format_html('<iframe sandbox srcdoc="{}" title="{}" style="width:680px;'
-                           'height:1400px;border:1px solid #ddd"></iframe>',
+                           'height:1250px;border:1px solid #ddd"></iframe>',
                            report_html(obj), obj.label)
+
+    @admin.display(description="Data (JSON)")
+    def data_shown(self, obj):
+        return format_html('<pre style="max-height:30em;overflow:auto">{}</pre>',
+                           json.dumps(obj.data, indent=2, ensure_ascii=False))

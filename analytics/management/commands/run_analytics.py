@@ -69,6 +69,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Insights: {run.insights} students.")
         if run.achievements is not None:
             self.stdout.write(f"Achievements: {run.achievements} earned or reinstated.")
+        if run.reports is not None:
+            self.stdout.write(f"Reports: {run.reports} built.")
 
     def _dates(self, options) -> list[datetime.date] | None:
         one, start, end = options["date"], options["start"], options["end"]
