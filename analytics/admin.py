@@ -14,6 +14,7 @@ from analytics.models import (
     QuestionStats,
     Regrade,
     Report,
+    ReviewCard,
     StudentAchievement,
     StudentInsight,
     WeeklyStudentStats,
@@ -242,3 +243,20 @@ class ReportAdmin(ComputedAdmin):
     def data_shown(self, obj):
         return format_html('<pre style="max-height:30em;overflow:auto">{}</pre>',
                            json.dumps(obj.data, indent=2, ensure_ascii=False))
+
+
+@admin.register(ReviewCard)
+class ReviewCardAdmin(ComputedAdmin):
+    """Spaced-review cards (FSRS): which questions each student will see again, and when."""
+
+    list_display = ["student", "question_id", "state", "due", "stability_shown", "reviews",
+                    "lapses", "last_review", "applied_local_date"]
+    list_select_related = ["student"]
+    list_filter = ["state"]
+    search_fields = ["student__email"]
+    date_hierarchy = "due"
+    raw_id_fields = ["student", "question"]
+
+    @admin.display(description="Stability (days)", ordering="stability")
+    def stability_shown(self, obj):
+        return _decimal(obj.stability, 1)
