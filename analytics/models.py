@@ -95,8 +95,8 @@ class WeeklyStudentStats(models.Model):
 
 class QuestionStats(models.Model):
     """Classical item statistics of one question, from students' first attempts
-    (analytics/item_analysis.py). Figures are null where undefined; `flags` stays empty below
-    ANALYTICS_MIN_N, where `enough_data` is false."""
+    (analytics/item_analysis.py). Figures are null where undefined; below ANALYTICS_MIN_N first
+    attempts `enough_data` is false and `flags` holds only "not_enough_data"."""
 
     question = models.OneToOneField("core.Question", on_delete=models.CASCADE,
                                     primary_key=True, related_name="stats")
