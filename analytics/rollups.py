@@ -117,8 +117,8 @@ def _tables() -> dict[str, str]:
     }
 
 
-# The attempts of a span of local dates. SQLite would sometimes rather walk the whole
-# (student, local_date) index to avoid sorting for the GROUP BY than read the date range:
+# The attempts of a span of local dates. With statistics, SQLite may plan a skip-scan of the
+# (student, local_date) index instead (a seek per student, however few answered that day):
 # INDEXED BY holds it to the local_date index, so the cost follows the span's attempts.
 _ATTEMPTS = {
     "sqlite": "{attempt} AS a INDEXED BY core_attempt_day",
