@@ -27,22 +27,12 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import io  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import random  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from bench.scratch import scratch_django  # noqa: E402
+
 LIMIT_SECONDS = 10.0
-
-
-def scratch_database(postgres: bool, var: str, name: str) -> str:
-    if not postgres:
-        return f"sqlite:///{var}/bench.sqlite3"
-    base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
-    for sql in (f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"):
-        subprocess.run(["psql", f"{base}/postgres", "-qc", sql], check=True)
-    return f"{base}/{name}"
 
 
 def main():
@@ -54,21 +44,13 @@ def main():
     parser.add_argument("--questions-per-subject", type=int, default=200)
     parser.add_argument("--reuse", metavar="DATABASE_URL",
                         help="measure a database an earlier run loaded, without loading")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the scratch database (for a later --reuse)")
     args = parser.parse_args()
 
-    var = tempfile.mkdtemp(prefix="pastq-bench-")
-    url = args.reuse or scratch_database(args.postgres, var, args.database)
-    env = {**os.environ, "DATABASE_URL": url, "PASTQ_VAR_DIR": var, "DEBUG": "on",
-           "LOG_LEVEL": "WARNING", "CHROMA_URL": "", "GEMINI_API_KEY": ""}
-    os.environ.update(env)
-    if not args.reuse:
-        subprocess.run([sys.executable, str(ROOT / "manage.py"), "init_db", "--no-input",
-                        "-v0"], env=env, check=True, stdout=subprocess.DEVNULL)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pastq.settings")
-    import django
-
-    django.setup()
-    return run(args, url)
+    with scratch_django(postgres=args.postgres, name=args.database, reuse=args.reuse,
+                        keep=args.keep, init_db=True) as url:
+        return run(args, url)
 
 
 def load(args) -> int:

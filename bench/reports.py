@@ -22,12 +22,10 @@ sys.path[0] = str(ROOT)
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
+
+from bench.scratch import scratch_django  # noqa: E402
 
 WEEK = datetime.date(2026, 3, 9)  # Monday of ISO week 2026-W11
 QUESTIONS = 2_000
@@ -35,47 +33,18 @@ ZONES = ["Europe/London", "America/New_York", "Asia/Kolkata", "Pacific/Kiritimat
          "Pacific/Pago_Pago", "Australia/Sydney", "America/Los_Angeles", "Africa/Lagos"]
 
 
-def scratch_database(postgres: bool, var: str, name: str) -> str:
-    if not postgres:
-        return f"sqlite:///{var}/bench.sqlite3"
-    base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
-    for sql in (f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"):
-        subprocess.run(["psql", f"{base}/postgres", "-qc", sql], check=True)
-    return f"{base}/{name}"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", action="store_true")
-    parser.add_argument("--pg-database", default="h_reports_bench",
+    parser.add_argument("--pg-database", default="pastq_bench",
                         help="scratch PostgreSQL database (dropped and created)")
     parser.add_argument("--students", type=int, default=10_000)
     parser.add_argument("--per-week", type=int, default=30, help="answers per student and week")
     parser.add_argument("--charts", type=int, default=200, help="redraws timed for the median")
     args = parser.parse_args()
 
-    var = tempfile.mkdtemp(prefix="pastq-bench-")
-    url = scratch_database(args.postgres, var, args.pg_database)
-    env = {**os.environ, "DATABASE_URL": url, "PASTQ_VAR_DIR": var, "DEBUG": "on",
-           "LOG_LEVEL": "WARNING", "CHROMA_URL": "", "GEMINI_API_KEY": ""}
-    os.environ.update(env)
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env,
-                   check=True)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pastq.settings")
-    import django
-
-    django.setup()
-    try:
+    with scratch_django(postgres=args.postgres, name=args.pg_database):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        shutil.rmtree(var, ignore_errors=True)
-        if args.postgres:
-            base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
-            subprocess.run(["psql", f"{base}/postgres", "-qc",
-                            f"DROP DATABASE IF EXISTS {args.pg_database}"], check=True)
 
 
 # --- Data -----------------------------------------------------------------------------------

@@ -31,33 +31,16 @@ sys.path[0] = str(ROOT)
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import resource  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
+
+from bench.scratch import scratch_django  # noqa: E402
 
 DAY = datetime.date(2026, 3, 2)
 HISTORY_DAYS = 14
 HISTORY_PER_STUDENT = 50
 DAY_PER_STUDENT = 100
 QUESTIONS = 2_000
-
-
-def scratch_database(postgres: bool, var: str, name: str) -> str:
-    if not postgres:
-        return f"sqlite:///{var}/bench.sqlite3"
-    base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
-    for sql in (f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"):
-        subprocess.run(["psql", f"{base}/postgres", "-qc", sql], check=True)
-    return f"{base}/{name}"
-
-
-def drop_database(name: str):
-    base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
-    subprocess.run(["psql", f"{base}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"],
-                   check=True)
 
 
 def main():
@@ -69,29 +52,8 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
 
-    var = tempfile.mkdtemp(prefix="pastq-bench-")
-    url = scratch_database(args.postgres, var, args.pg_database)
-    env = {**os.environ, "DATABASE_URL": url, "PASTQ_VAR_DIR": var, "DEBUG": "on",
-           "LOG_LEVEL": "WARNING", "CHROMA_URL": "", "GEMINI_API_KEY": ""}
-    os.environ.update(env)
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env,
-                   check=True)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pastq.settings")
-    import django
-
-    django.setup()
-    try:
+    with scratch_django(postgres=args.postgres, name=args.pg_database, keep=args.keep):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.keep:
-            print(f"kept: {url}")
-        else:
-            shutil.rmtree(var, ignore_errors=True)
-            if args.postgres:
-                drop_database(args.pg_database)
 
 
 # --- Data -----------------------------------------------------------------------------------
