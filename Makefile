@@ -24,6 +24,7 @@ setup: $(VENV)/.installed
 run: $(VENV)/.installed
 	DEBUG=on $(PY) manage.py init_db --admin-email admin@example.com --no-input
 	DEBUG=on $(PY) manage.py seed_data --if-empty
+	DEBUG=on $(PY) manage.py run_analytics --all --if-empty
 	@echo ""
 	@echo "pastq is starting: admin at http://$(HOST):$(PORT)/admin/ (operations: /admin/operations/)"
 	@echo "Log in as admin@example.com with the password init_db printed above when it created"

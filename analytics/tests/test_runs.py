@@ -134,3 +134,15 @@ def test_the_schedule_table_runs_analytics_on_its_queue():
                           "reports")
     assert rows["analytics.tasks.student_weekly_reports"].cron == "20 * * * *"
     assert rows["analytics.tasks.admin_reports"].cron == "30 12 * * *"
+
+
+def test_all_dates_once_on_an_empty_database(run_command, catalogue):
+    _world(2)
+    code, out, err = run_command("run_analytics", "--all", "--if-empty", "--only", "rollups")
+    assert code == 0, err
+    assert "Local dates: 2026-03-02 … 2026-03-05 (4 days)" in out
+    assert DailyStudentStats.objects.count() == 8
+    code, out, err = run_command("run_analytics", "--all", "--if-empty")
+    assert code == 0 and "Rollups exist already" in out
+    code, out, err = run_command("run_analytics", "--all", "--date", "2026-03-02")
+    assert code == 2 and "--all takes no --date" in err

@@ -2,8 +2,11 @@ import datetime
 import json
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Max, Min
 
 from analytics import runs
+from analytics.models import DailyStudentStats
+from core.models import Attempt
 
 MAX_BACKFILL_DAYS = 3660
 
@@ -22,7 +25,8 @@ class Command(BaseCommand):
         "weekly rollups of every local day still open somewhere, spaced-review cards, question "
         "statistics, insights of the students whose day has closed, and achievements. --date D "
         "or --from/--to recompute those local dates instead (a backfill; achievements it finds "
-        "are dated when their rule first held, so old ones are not announced). --only picks "
+        "are dated when their rule first held, so old ones are not announced); --all every "
+        "date with attempts. --only picks "
         "parts. Exit status 2 for bad arguments."
     )
 
@@ -32,6 +36,11 @@ class Command(BaseCommand):
                             help="first local date of a backfill (with --to)")
         parser.add_argument("--to", dest="end", metavar="YYYY-MM-DD",
                             help="last local date of a backfill, inclusive (with --from)")
+        parser.add_argument("--all", action="store_true", dest="all_dates",
+                            help="every local date from the first attempt to the last")
+        parser.add_argument("--if-empty", action="store_true",
+                            help="do nothing when rollups exist already (make run uses it "
+                                 "after seeding)")
         parser.add_argument("--only", metavar="PART[,PART]",
                             help=f"only these parts: {', '.join(runs.PARTS)} (default: all)")
         parser.add_argument("--json", action="store_true",
@@ -47,6 +56,16 @@ class Command(BaseCommand):
                     f"--only: unknown part {', '.join(unknown) or '(none)'}; choose from "
                     f"{', '.join(runs.PARTS)}.", returncode=2)
         dates = self._dates(options)
+        if options["if_empty"] and DailyStudentStats.objects.exists():
+            self.stdout.write("Rollups exist already: nothing to do (--if-empty).")
+            return
+        if options["all_dates"]:
+            first, last = Attempt.objects.aggregate(
+                first=Min("local_date"), last=Max("local_date")).values()
+            if first is None:
+                self.stdout.write("No attempts yet: nothing to do.")
+                return
+            dates = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
         run = runs.analytics_run(dates=dates, parts=parts)
         if options["json"]:
             self.stdout.write(json.dumps(run.as_dict(), indent=2))
@@ -74,6 +93,8 @@ class Command(BaseCommand):
 
     def _dates(self, options) -> list[datetime.date] | None:
         one, start, end = options["date"], options["start"], options["end"]
+        if options["all_dates"] and (one or start or end):
+            raise CommandError("--all takes no --date, --from or --to.", returncode=2)
         if one and (start or end):
             raise CommandError("Give --date, or --from and --to, not both.", returncode=2)
         if one:
