@@ -9,9 +9,12 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from analytics import achievements, insights, item_analysis, reports, review, rollups
+from analytics.models import DailyStudentStats
+from core.models import Attempt
 
 PARTS = ("rollups", "review", "questions", "insights", "achievements", "reports")
 # The hourly job's parts: question statistics and reports have their own schedules.
@@ -42,6 +45,21 @@ class AnalyticsRun:
             if getattr(self, name) is not None:
                 result[name] = getattr(self, name)
         return result
+
+
+def date_range(first: datetime.date, last: datetime.date) -> list[datetime.date]:
+    """The local dates first … last, inclusive."""
+    return [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def attempt_dates() -> list[datetime.date]:
+    """Every local date from the first attempt to the last (none without attempts)."""
+    span = Attempt.objects.aggregate(first=Min("local_date"), last=Max("local_date"))
+    return date_range(span["first"], span["last"]) if span["first"] else []
+
+
+def rollups_exist() -> bool:
+    return DailyStudentStats.objects.exists()
 
 
 def analytics_run(*, dates: list[datetime.date] | None = None, parts=PARTS,

@@ -25,7 +25,7 @@ def analytics_open_days() -> dict:
 def analytics_dates(start: str, end: str, parts: list[str] | None = None) -> dict:
     """The given parts for the local dates start … end (ISO dates, inclusive): a backfill."""
     first, last = datetime.date.fromisoformat(start), datetime.date.fromisoformat(end)
-    dates = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
+    dates = runs.date_range(first, last)
     return runs.analytics_run(dates=dates, parts=tuple(parts or runs.PARTS)).as_dict()
 
 

@@ -2,11 +2,8 @@ import datetime
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Max, Min
 
 from analytics import runs
-from analytics.models import DailyStudentStats
-from core.models import Attempt
 
 MAX_BACKFILL_DAYS = 3660
 
@@ -56,16 +53,14 @@ class Command(BaseCommand):
                     f"--only: unknown part {', '.join(unknown) or '(none)'}; choose from "
                     f"{', '.join(runs.PARTS)}.", returncode=2)
         dates = self._dates(options)
-        if options["if_empty"] and DailyStudentStats.objects.exists():
+        if options["if_empty"] and runs.rollups_exist():
             self.stdout.write("Rollups exist already: nothing to do (--if-empty).")
             return
         if options["all_dates"]:
-            first, last = Attempt.objects.aggregate(
-                first=Min("local_date"), last=Max("local_date")).values()
-            if first is None:
+            dates = runs.attempt_dates()
+            if not dates:
                 self.stdout.write("No attempts yet: nothing to do.")
                 return
-            dates = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
         run = runs.analytics_run(dates=dates, parts=parts)
         if options["json"]:
             self.stdout.write(json.dumps(run.as_dict(), indent=2))
@@ -110,4 +105,4 @@ class Command(BaseCommand):
         if days > MAX_BACKFILL_DAYS:
             raise CommandError(f"{days} days is more than {MAX_BACKFILL_DAYS}: backfill in "
                                "parts.", returncode=2)
-        return [first + datetime.timedelta(days=n) for n in range(days)]
+        return runs.date_range(first, last)
