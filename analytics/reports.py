@@ -508,6 +508,14 @@ def report_html(report: Report, *, for_email: bool = False) -> str:
     return report.html.replace(_CHART_SRC, f'src="{uri}"', 1)
 
 
+def report_context(report: Report) -> dict:
+    """The template context a report's HTML was rendered from (its stored figures, formatted):
+    for the notifications app's report emails, which set it in their own layout."""
+    if report.kind == Report.Kind.STUDENT_WEEKLY:
+        return _student_context(report.data)
+    return _admin_context(report.data)
+
+
 def _percent(accuracy: float | None) -> str:
     return "–" if accuracy is None else f"{100 * accuracy:.0f}%"
 

@@ -12,6 +12,10 @@ SCHEDULES: list[Periodic] = [
     Periodic("question-processing", "core.tasks.process_pending_questions", "*/10 * * * *",
              description="every pending AI step: embeddings, metadata, explanations, similar "
                          "questions"),
+    Periodic("notifications-dispatch", "notifications.tasks.dispatch", "*/15 * * * *",
+             description="student emails whose local send time has come (daily summary "
+                         "08:00, study reminder at the chosen time, weekly report Monday "
+                         "08:00, achievements), admin reports to the staff; then sends"),
     Periodic("analytics-open-days", "analytics.tasks.analytics_open_days", "5 * * * *",
              description="rollups of every local day still open somewhere and of the days "
                          "that just closed (daily, per subject, ISO weeks); insights as each "

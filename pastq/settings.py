@@ -269,6 +269,28 @@ SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 EMAIL_SUBJECT_PREFIX = "[pastq] "  # staff mail (mail_admins): alerts
 ADMINS = [("Operators", a) for a in env.list("ADMINS", default=[])]
 
+# --- Notifications (notifications/; docs/notifications.md) ------------------------------------
+# Links in emails (unsubscribe, the admin) are absolute: the address students and the email
+# service reach this site at. The unsubscribe endpoint and anymail's webhook must be reachable
+# from the internet there.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Pauses every student email (the admin's switch does too); staff email is never paused.
+NOTIFICATIONS_PAUSED = env.bool("NOTIFICATIONS_PAUSED", default=False)
+# A student email not sent this long after its local send time is skipped with the reason.
+NOTIFICATIONS_SEND_WINDOW_MINUTES = env.int("NOTIFICATIONS_SEND_WINDOW_MINUTES", default=120)
+NOTIFICATIONS_DAILY_SUMMARY_TIME = env.str("NOTIFICATIONS_DAILY_SUMMARY_TIME", default="08:00")
+NOTIFICATIONS_WEEKLY_REPORT_TIME = env.str("NOTIFICATIONS_WEEKLY_REPORT_TIME", default="08:00")
+# Messages per second per sending process (0: as fast as the server takes them), for the
+# email service's limits; messages per claimed batch (one connection, a few queries each).
+NOTIFICATIONS_SEND_RATE = env.float("NOTIFICATIONS_SEND_RATE", default=0)
+NOTIFICATIONS_BATCH_SIZE = env.int("NOTIFICATIONS_BATCH_SIZE", default=200)
+# A failed send (server down, a temporary refusal) is tried again this many times in all.
+NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=5)
+NOTIFICATIONS_RETRY_BASE_SECONDS = env.int("NOTIFICATIONS_RETRY_BASE_SECONDS", default=60)
+# Staff reports (admin and system reports) go to these; default: the ADMINS.
+NOTIFICATIONS_STAFF_EMAILS = env.list(
+    "NOTIFICATIONS_STAFF_EMAILS", default=[address for _name, address in ADMINS])
+
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -25,6 +25,11 @@ urlpatterns = [
     path("", TemplateView.as_view(template_name="landing.html"), name="landing"),
     path("health/", include(health_patterns)),
     path("api/v1/", api.urls),  # the read API (docs/api.md)
+    # Unsubscribe links in student email (notifications/views.py); reached from the internet.
+    path("notifications/", include("notifications.urls")),
+    # The email service's tracking webhooks, e.g. /anymail/postmark/tracking/, behind basic auth
+    # with ANYMAIL_WEBHOOK_SECRET (notifications/webhooks.py records bounces and complaints).
+    path("anymail/", include("anymail.urls")),
     # Before the admin's own URLs, which end with a catch-all.
     path("admin/operations/", include(operations_patterns)),
     path('admin/', admin.site.urls),

@@ -1,0 +1,366 @@
+"""Planning: which student emails have reached their local send time, written into the ledger.
+
+The dispatcher runs every 15 minutes. Each run plans the send times that fell in
+(`since`, `now`], where `since` is where the last run stopped (EmailDelivery.dispatched_until;
+no earlier than NOTIFICATIONS_PLAN_LOOKBACK ago): it works out in Python, per time zone in use,
+the local clock's span over that interval, then selects the due students of every zone in one
+query (`timezone__in` for a fixed send time, a local-time range per zone for the reminder's
+chosen time). Each due student gets one ledger row per kind and period, inserted with
+ON CONFLICT DO NOTHING on (recipient, kind, period): two dispatchers, or one run twice, plan
+each email once. A send time already past its window when planned (the dispatcher was down)
+becomes a skipped row with the reason, so the ledger says what was not sent and why.
+
+Whether there is anything to say (activity, a goal not met, a report) is decided when the row
+is sent (notifications/content.py), from the figures of that moment.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from analytics import selectors as analytics_selectors
+from core.models import StudentProfile
+from notifications.models import EmailDelivery, Notification, NotificationPreference
+from notifications.preferences import kind_allowed, undeliverable_addresses
+
+UTC = datetime.UTC
+Kind = Notification.Kind
+Status = Notification.Status
+Reason = Notification.Reason
+
+# How far back a run looks when the last one is older (or there was none): a dispatcher down
+# longer than this leaves no skipped rows for what it missed before.
+PLAN_LOOKBACK = datetime.timedelta(hours=48)
+INSERT_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ZoneSpan:
+    """The local wall-clock span (start, end] of one zone over a UTC interval."""
+
+    zone: str
+    start: datetime.datetime  # naive local
+    end: datetime.datetime  # naive local
+
+
+@dataclass
+class PlanOutcome:
+    planned: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def as_dict(self) -> dict:
+        return {"planned": dict(self.planned), "skipped": dict(self.skipped)}
+
+
+def send_window() -> datetime.timedelta:
+    return datetime.timedelta(minutes=settings.NOTIFICATIONS_SEND_WINDOW_MINUTES)
+
+
+def local_time_setting(name: str) -> datetime.time:
+    return datetime.time.fromisoformat(getattr(settings, name))
+
+
+def zone_spans(zones, since: datetime.datetime, now: datetime.datetime) -> list[ZoneSpan]:
+    """Each zone's local clock over (since, now], naive (wall-clock) times. Comparing wall
+    clocks makes a send time on a daylight-saving change day fall in exactly one run's span:
+    08:00 is 08:00 whatever the offset, and a reminder set in the skipped hour of a spring
+    change still falls between the runs either side of it."""
+    spans = []
+    for zone in zones:
+        tz = ZoneInfo(zone)
+        spans.append(ZoneSpan(zone, since.astimezone(tz).replace(tzinfo=None),
+                              now.astimezone(tz).replace(tzinfo=None)))
+    return spans
+
+
+def local_to_utc(zone: str, local: datetime.datetime) -> datetime.datetime:
+    """A wall-clock time in `zone` as UTC: a time in a spring gap counts as after the change,
+    a repeated autumn time as its first occurrence (fold 0)."""
+    return local.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def fixed_time_due(spans: list[ZoneSpan], at: datetime.time, *, weekday: int | None = None
+                   ) -> dict[str, datetime.date]:
+    """The zones whose local `at` (on `weekday`, Monday 0, when given) fell in their span, with
+    the local date it fell on (at most one per zone for spans shorter than a day)."""
+    due = {}
+    for span in spans:
+        day = span.start.date()
+        while day <= span.end.date():
+            moment = datetime.datetime.combine(day, at)
+            if span.start < moment <= span.end and (weekday is None or day.weekday() == weekday):
+                due[span.zone] = day
+            day += datetime.timedelta(days=1)
+    return due
+
+
+def time_of_day_filter(spans: list[ZoneSpan], field_name: str) -> Q:
+    """A Q selecting the students whose chosen local time (`field_name`, a TimeField) fell in
+    their zone's span, and for each zone the local dates the span covers (to tell which date a
+    time belongs to). Zones are grouped by identical spans (most share their offset), each
+    group one `timezone__in` term; a span that crosses midnight is two ranges."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for span in spans:
+        groups[(span.start, span.end)].append(span.zone)
+    condition = Q(pk__in=[])
+    for (start, end), zones in groups.items():
+        if end - start >= datetime.timedelta(days=1):
+            ranges = [Q()]
+        elif start.date() == end.date():
+            ranges = [Q(**{f"{field_name}__gt": start.time(), f"{field_name}__lte": end.time()})]
+        else:
+            ranges = [Q(**{f"{field_name}__gt": start.time()}),
+                      Q(**{f"{field_name}__lte": end.time()})]
+        either = Q(pk__in=[])
+        for part in ranges:
+            either |= part
+        condition |= Q(user__profile__timezone__in=zones) & either
+    return condition
+
+
+def date_of_time_in_span(span: ZoneSpan, at: datetime.time) -> datetime.date | None:
+    """The local date on which `at` fell inside the span (the latest, if several)."""
+    day = span.end.date()
+    while day >= span.start.date():
+        moment = datetime.datetime.combine(day, at)
+        if span.start < moment <= span.end:
+            return day
+        day -= datetime.timedelta(days=1)
+    return None
+
+
+# --- The plan -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    user_id: int
+    address: str
+    kind: str
+    period: str
+    due_at: datetime.datetime
+    preference: NotificationPreference | None
+    zone: str
+    achievement_id: int | None = None
+
+
+def plan(*, now: datetime.datetime, since: datetime.datetime | None = None) -> PlanOutcome:
+    """Plan every student email whose send time fell in (since, now]; `since` defaults to where
+    the last run stopped. Idempotent: rows that exist are left as they are."""
+    if since is None:
+        since = _planned_until(now)
+    since = max(since, now - PLAN_LOOKBACK)
+    zones = list(StudentProfile.objects.order_by().values_list("timezone", flat=True).distinct())
+    spans = zone_spans(zones, since, now) if since < now else []
+    rows: list[_Row] = []
+    if spans:
+        rows += _daily_summaries(spans)
+        rows += _weekly_reports(spans)
+        rows += _study_reminders(spans)
+    rows += _achievements(now)
+    outcome = _write(rows, now=now)
+    _mark_planned(now)
+    return outcome
+
+
+def _planned_until(now: datetime.datetime) -> datetime.datetime:
+    state = EmailDelivery.objects.filter(pk=1).values_list("dispatched_until", flat=True).first()
+    return state or now - datetime.timedelta(minutes=15)
+
+
+def _mark_planned(now: datetime.datetime) -> None:
+    EmailDelivery.objects.get_or_create(pk=1)
+    # Never move it back: a slower concurrent run that started earlier must not.
+    EmailDelivery.objects.filter(pk=1).filter(
+        Q(dispatched_until__isnull=True) | Q(dispatched_until__lt=now)
+    ).update(dispatched_until=now)
+
+
+def _profiles(condition: Q):
+    """Due students with what planning needs, in one query."""
+    return (NotificationPreference.objects
+            .filter(condition, user__is_active=True, user__profile__isnull=False)
+            .select_related("user", "user__profile")
+            .order_by("user_id"))
+
+
+def _daily_summaries(spans: list[ZoneSpan]) -> list[_Row]:
+    at = local_time_setting("NOTIFICATIONS_DAILY_SUMMARY_TIME")
+    due = fixed_time_due(spans, at)
+    if not due:
+        return []
+    rows = []
+    for pref in _profiles(Q(user__profile__timezone__in=list(due))):
+        zone = pref.user.profile.timezone
+        local_day = due[zone]
+        closed_day = local_day - datetime.timedelta(days=1)
+        rows.append(_Row(pref.user_id, pref.user.email, Kind.DAILY_SUMMARY,
+                         closed_day.isoformat(),
+                         local_to_utc(zone, datetime.datetime.combine(local_day, at)),
+                         pref, zone))
+    return rows
+
+
+def _weekly_reports(spans: list[ZoneSpan]) -> list[_Row]:
+    at = local_time_setting("NOTIFICATIONS_WEEKLY_REPORT_TIME")
+    due = fixed_time_due(spans, at, weekday=0)
+    if not due:
+        return []
+    rows = []
+    for pref in _profiles(Q(user__profile__timezone__in=list(due))):
+        zone = pref.user.profile.timezone
+        monday = due[zone]
+        year, week, _ = (monday - datetime.timedelta(days=7)).isocalendar()
+        rows.append(_Row(pref.user_id, pref.user.email, Kind.WEEKLY_REPORT,
+                         f"{year}-W{week:02d}",
+                         local_to_utc(zone, datetime.datetime.combine(monday, at)), pref, zone))
+    return rows
+
+
+def _study_reminders(spans: list[ZoneSpan]) -> list[_Row]:
+    condition = time_of_day_filter(spans, "reminder_time")
+    by_zone = {span.zone: span for span in spans}
+    rows = []
+    for pref in _profiles(condition):
+        zone = pref.user.profile.timezone
+        day = date_of_time_in_span(by_zone[zone], pref.reminder_time)
+        if day is None:  # the filter is coarser than the span at a midnight edge
+            continue
+        rows.append(_Row(pref.user_id, pref.user.email, Kind.STUDY_REMINDER, day.isoformat(),
+                         local_to_utc(zone, datetime.datetime.combine(day, pref.reminder_time)),
+                         pref, zone))
+    return rows
+
+
+def _achievements(now: datetime.datetime) -> list[_Row]:
+    """Achievements earned in the last 48 hours and not announced: claimed (announced_at set
+    by a conditional UPDATE) in the same transaction that writes their ledger rows."""
+    found = list(analytics_selectors.achievements_to_announce(now=now))
+    if not found:
+        return []
+    prefs = {p.user_id: p for p in NotificationPreference.objects.filter(
+        user_id__in={a.student_id for a in found}).select_related("user__profile")}
+    rows = []
+    for earned in found:
+        pref = prefs.get(earned.student_id)
+        zone = pref.user.profile.timezone if pref and hasattr(pref.user, "profile") else "UTC"
+        rows.append(_Row(earned.student_id, earned.student.email, Kind.ACHIEVEMENT,
+                         f"achievement-{earned.pk}", now, pref, zone,
+                         achievement_id=earned.pk))
+    return rows
+
+
+def decide(rows: list[_Row], *, now: datetime.datetime) -> list[Notification]:
+    """Ledger rows (unsaved) for planned emails: queued with when they may go (after the due
+    time and any quiet hours), or skipped with the reason (no address, undeliverable, opted
+    out, the window already passed, quiet hours lasting past it)."""
+    window = send_window()
+    undeliverable = undeliverable_addresses({r.address for r in rows})
+    objects = []
+    for row in rows:
+        expires_at = (row.due_at + datetime.timedelta(hours=48) if row.kind == Kind.ACHIEVEMENT
+                      else row.due_at + window)
+        send_after, reason = row.due_at, ""
+        if not row.address:
+            reason = Reason.NO_ADDRESS
+        elif row.address.lower() in undeliverable:
+            reason = Reason.UNDELIVERABLE
+        elif row.preference is None or not kind_allowed(row.preference, row.kind):
+            reason = Reason.OPTED_OUT
+        elif now >= expires_at:
+            reason = Reason.OUTSIDE_WINDOW
+        else:
+            send_after = max(row.due_at, now)
+            quiet_end = quiet_hours_end(row.preference, row.zone, send_after)
+            if quiet_end is not None:
+                if quiet_end >= expires_at:
+                    reason = Reason.QUIET_HOURS
+                else:
+                    send_after = quiet_end
+        objects.append(Notification(
+            user_id=row.user_id, address=row.address, recipient=f"user:{row.user_id}",
+            kind=row.kind, period=row.period,
+            status=Status.SKIPPED if reason else Status.QUEUED, reason=reason,
+            due_at=row.due_at, send_after=send_after, expires_at=expires_at,
+            achievement_id=row.achievement_id, created_at=now, updated_at=now))
+        if row.preference is not None:
+            # For a dry run's content check: the loaded user and profile, no query.
+            objects[-1].user = row.preference.user
+    return objects
+
+
+def _write(rows: list[_Row], *, now: datetime.datetime) -> PlanOutcome:
+    outcome = PlanOutcome()
+    objects = decide(rows, now=now)
+    for obj in objects:
+        (outcome.skipped if obj.status == Status.SKIPPED else outcome.planned)[obj.kind] += 1
+    achievement_ids = [r.achievement_id for r in rows if r.achievement_id]
+    with transaction.atomic():
+        Notification.objects.bulk_create(objects, batch_size=INSERT_BATCH,
+                                         ignore_conflicts=True)
+        if achievement_ids:
+            analytics_selectors.achievements_mark_announced(achievement_ids, now=now)
+    return outcome
+
+
+def write(rows: list[_Row], *, now: datetime.datetime) -> PlanOutcome:
+    """Insert the ledger rows of `rows` (existing ones are left as they are)."""
+    return _write(rows, now=now)
+
+
+# --- An operator's send of one kind now (send_notifications) ----------------------------------
+
+
+def rows_for_kind(kind: str, *, now: datetime.datetime, day: datetime.date | None = None,
+                  emails: list[str] | None = None) -> list[_Row]:
+    """The emails of `kind` for every student (or those of `emails`), due now: the daily
+    summary of `day` (default: each student's last closed day), the reminder of `day`
+    (default: each student's local today), the weekly report of the ISO week holding `day`
+    (default: each student's last closed week), the achievements not yet announced."""
+    if kind == Kind.ACHIEVEMENT:
+        rows = _achievements(now)
+        if emails is not None:
+            wanted = {e.lower() for e in emails}
+            rows = [r for r in rows if r.address.lower() in wanted]
+        return rows
+    condition = Q()
+    if emails is not None:
+        condition = Q(user__email__in=emails)
+    rows = []
+    for pref in _profiles(condition):
+        zone = pref.user.profile.timezone
+        local_today = now.astimezone(ZoneInfo(zone)).date()
+        if kind == Kind.DAILY_SUMMARY:
+            period = (day or local_today - datetime.timedelta(days=1)).isoformat()
+        elif kind == Kind.STUDY_REMINDER:
+            period = (day or local_today).isoformat()
+        elif kind == Kind.WEEKLY_REPORT:
+            monday = (day - datetime.timedelta(days=day.weekday()) if day
+                      else local_today - datetime.timedelta(days=local_today.weekday() + 7))
+            year, week, _ = monday.isocalendar()
+            period = f"{year}-W{week:02d}"
+        else:
+            raise ValueError(f"{kind} is not a student email kind")
+        rows.append(_Row(pref.user_id, pref.user.email, kind, period, now, pref, zone))
+    return rows
+
+
+def quiet_hours_end(preference: NotificationPreference, zone: str,
+                    at: datetime.datetime) -> datetime.datetime | None:
+    """When the student's quiet hours that `at` falls in end (UTC), or None when `at` is not
+    in quiet hours."""
+    tz = ZoneInfo(zone)
+    local = at.astimezone(tz)
+    if not preference.is_quiet_at(local.time().replace(tzinfo=None)):
+        return None
+    end_day = local.date()
+    if preference.quiet_hours_end <= local.time().replace(tzinfo=None):
+        end_day += datetime.timedelta(days=1)
+    return local_to_utc(zone, datetime.datetime.combine(end_day, preference.quiet_hours_end))
