@@ -1,8 +1,213 @@
-from django.contrib import admin
-from django.contrib.auth import get_user_model
+"""The notifications admin: the send ledger (every entry with its rendered email), "Send a test
+email", "Resend" (failed or unknown entries, after confirmation), the switch that pauses
+student email, undeliverable addresses, and the preferences (also inline on each user)."""
 
+from __future__ import annotations
+
+import base64
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from analytics.models import Report
 from core.admin import UserAdmin
-from notifications.models import NotificationPreference
+from notifications import services
+from notifications.models import (
+    EmailDelivery,
+    Notification,
+    NotificationPreference,
+    UndeliverableAddress,
+)
+from notifications.preferences import student_email_paused
+from notifications.sending import CHART_CID
+
+SEND_PERMISSION = "notifications.send_email"
+PAUSE_PERMISSION = "notifications.pause_email"
+
+STATUS_COLOURS = {
+    Notification.Status.SENT: "#1e7e34", Notification.Status.QUEUED: "#555555",
+    Notification.Status.SENDING: "#0b5cad", Notification.Status.SKIPPED: "#7a6a00",
+    Notification.Status.FAILED: "#b00020", Notification.Status.UNKNOWN: "#a34a00",
+}
+
+
+class TestEmailForm(forms.Form):
+    to = forms.EmailField(label="Send to", help_text="Any address; the email goes through the "
+                          "configured backend and into the ledger like any other.")
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["address", "kind", "period", "status_badge", "reason", "attempts", "due_at",
+                    "sent_at"]
+    list_filter = ["status", "kind", "reason"]
+    search_fields = ["address", "period", "message_id", "subject"]
+    date_hierarchy = "due_at"
+    list_select_related = ["user"]
+    show_full_result_count = False
+    actions = ["resend"]
+    fieldsets = [
+        (None, {"fields": ["address", "user", "kind", "period", "status_badge", "reason",
+                           "detail"]}),
+        ("When", {"fields": ["due_at", "send_after", "expires_at", "retry_at", "attempts",
+                             "claimed_at", "sent_at", "created_at"]}),
+        ("Message", {"fields": ["message_id", "subject", "rendered_html", "rendered_text"]}),
+    ]
+    change_list_template = "admin/notifications/notification/change_list.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for fields in (s[1]["fields"] for s in self.fieldsets) for f in fields]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj):
+        return format_html('<strong style="color:{}">{}</strong>',
+                           STATUS_COLOURS.get(obj.status, "#333"), obj.get_status_display())
+
+    @admin.display(description="HTML as sent")
+    def rendered_html(self, obj):
+        if not obj.html:
+            return "—  (nothing rendered: skipped before rendering, or pruned)"
+        html = obj.html
+        chart = self._chart(obj)
+        if chart:
+            uri = "data:image/png;base64," + base64.b64encode(chart).decode("ascii")
+            html = html.replace(f"cid:{CHART_CID}", uri)
+        # srcdoc in a sandbox without scripts: the email's HTML cannot touch the admin.
+        return format_html('<iframe sandbox="" srcdoc="{}" title="The email as sent" '
+                           'style="width:100%;max-width:680px;height:720px;'
+                           'border:1px solid #ccc;background:#fff"></iframe>', html)
+
+    @admin.display(description="Plain text as sent")
+    def rendered_text(self, obj):
+        if not obj.text:
+            return "—"
+        return format_html('<pre style="white-space:pre-wrap;max-width:680px">{}</pre>',
+                           obj.text)
+
+    def _chart(self, obj) -> bytes:
+        if obj.report_id:
+            report = Report.objects.filter(pk=obj.report_id).only("chart_png").first()
+        elif obj.kind == Notification.Kind.WEEKLY_REPORT and obj.user_id:
+            report = Report.objects.filter(kind=Report.Kind.STUDENT_WEEKLY, student_id=obj.user_id,
+                                           label=obj.period).only("chart_png").first()
+        else:
+            report = None
+        return bytes(report.chart_png) if report and report.chart_png else b""
+
+    # --- Resend -------------------------------------------------------------------------------
+
+    @admin.action(description="Resend selected failed or unknown emails…",
+                  permissions=["send"])
+    def resend(self, request, queryset):
+        resendable = queryset.filter(status__in=[Notification.Status.FAILED,
+                                                 Notification.Status.UNKNOWN])
+        others = queryset.count() - resendable.count()
+        if request.POST.get("confirm") == "yes":
+            outcome = services.notifications_resend(list(resendable.values_list("pk", flat=True)),
+                                                    by=request.user.get_username())
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(outcome.counts.items())) or "none"
+            self.message_user(request, f"Resent: {summary}.", messages.SUCCESS)
+            return None
+        return TemplateResponse(request, "admin/notifications/notification/resend_confirm.html", {
+            **self.admin_site.each_context(request),
+            "title": "Resend these emails?",
+            "opts": self.model._meta,
+            "entries": list(resendable[:200]),
+            "count": resendable.count(),
+            "unknown": resendable.filter(status=Notification.Status.UNKNOWN).count(),
+            "others": others,
+            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        })
+
+    def has_send_permission(self, request):
+        return request.user.has_perm(SEND_PERMISSION)
+
+    # --- Test email and the pause switch ---------------------------------------------------
+
+    def get_urls(self):
+        own = [
+            path("send-test/", self.admin_site.admin_view(self.send_test_view),
+                 name="notifications_notification_send_test"),
+            path("pause/", self.admin_site.admin_view(self.pause_view),
+                 name="notifications_notification_pause"),
+        ]
+        return own + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        state = EmailDelivery.objects.filter(pk=1).first()
+        extra_context = {
+            **(extra_context or {}),
+            "student_email_paused": student_email_paused(),
+            "paused_by_setting": bool(_paused_by_setting()),
+            "delivery_state": state,
+            "can_send": request.user.has_perm(SEND_PERMISSION),
+            "can_pause": request.user.has_perm(PAUSE_PERMISSION),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def send_test_view(self, request):
+        if not request.user.has_perm(SEND_PERMISSION):
+            raise PermissionDenied
+        form = TestEmailForm(request.POST or None, initial={"to": request.user.email})
+        if request.method == "POST" and form.is_valid():
+            row = services.test_email_send(to=form.cleaned_data["to"],
+                                           sent_by=request.user.get_username())
+            level = messages.SUCCESS if row.status == Notification.Status.SENT else messages.ERROR
+            detail = f": {row.detail}" if row.detail else ""
+            self.message_user(request, f"Test email to {row.address}: "
+                                       f"{row.get_status_display().lower()}{detail}", level)
+            return redirect(reverse("admin:notifications_notification_change", args=[row.pk]))
+        return TemplateResponse(request, "admin/notifications/notification/send_test.html", {
+            **self.admin_site.each_context(request), "title": "Send a test email",
+            "opts": self.model._meta, "form": form,
+        })
+
+    def pause_view(self, request):
+        if request.method != "POST" or not request.user.has_perm(PAUSE_PERMISSION):
+            raise PermissionDenied
+        if request.POST.get("paused") == "1":
+            services.student_email_pause(by=request.user, note=request.POST.get("note", ""))
+            self.message_user(request, "Student email is paused: nothing goes to students until "
+                                       "it is resumed. Staff email still goes.", messages.WARNING)
+        else:
+            skipped = services.student_email_resume(by=request.user)
+            self.message_user(request, "Student email resumed: what is still inside its send "
+                                       f"window goes out now; {skipped} past it skipped "
+                                       "(paused).", messages.SUCCESS)
+        return redirect(reverse("admin:notifications_notification_changelist"))
+
+
+def _paused_by_setting() -> bool:
+    return settings.NOTIFICATIONS_PAUSED
+
+
+@admin.register(UndeliverableAddress)
+class UndeliverableAddressAdmin(admin.ModelAdmin):
+    """Addresses nothing is sent to. Delete one to send to it again (after the student fixed
+    their mailbox)."""
+
+    list_display = ["address", "reason", "recorded_at", "message_id"]
+    list_filter = ["reason"]
+    search_fields = ["address"]
+    readonly_fields = ["address", "reason", "description", "message_id", "recorded_at"]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(NotificationPreference)

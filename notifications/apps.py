@@ -13,6 +13,7 @@ class NotificationsConfig(AppConfig):
         from notifications import checks, receivers, webhooks  # noqa: PLC0415  (app loading: models)
 
         register(checks.email_backend_delivers, "email", deploy=True)
+        register(checks.anymail_webhook_protected, "email", deploy=True)
         student_created.connect(receivers.notification_preference_create_for_new_student,
                                 dispatch_uid="notifications-preference-for-new-student")
         # Bounces, complaints and unsubscribes the email service reports (notifications/webhooks.py).

@@ -28,3 +28,20 @@ def email_backend_delivers(app_configs, **kwargs):
             id="notifications.W001",
         )
     ]
+
+
+def anymail_webhook_protected(app_configs, **kwargs):
+    """notifications.W002: an email service's tracking webhook without its secret lets anyone
+    mark addresses undeliverable or unsubscribe students."""
+    if not settings.EMAIL_BACKEND.startswith("anymail.") or settings.ANYMAIL.get("WEBHOOK_SECRET"):
+        return []
+    return [
+        Warning(
+            f"EMAIL_BACKEND is {settings.EMAIL_BACKEND} but ANYMAIL_WEBHOOK_SECRET is not set: "
+            "the tracking webhook (/anymail/<service>/tracking/) accepts bounce and complaint "
+            "events from anyone.",
+            hint="Set ANYMAIL_WEBHOOK_SECRET=user:password and give the email service the "
+            "webhook URL https://user:password@<your host>/anymail/<service>/tracking/.",
+            id="notifications.W002",
+        )
+    ]

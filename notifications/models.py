@@ -138,8 +138,14 @@ class Notification(models.Model):
         indexes = [
             models.Index(fields=["status", "send_after"], name="notif_status_send_after"),
             models.Index(fields=["kind", "-created_at"], name="notif_kind_created"),
+            # A bounce or complaint from the email service's webhook finds its entry by this.
+            models.Index(fields=["message_id"], name="notif_message_id"),
         ]
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("send_email", "Can send test emails and resend failed or unknown emails"),
+            ("pause_email", "Can pause and resume student email"),
+        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.period} to {self.address}"

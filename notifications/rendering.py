@@ -149,8 +149,13 @@ def _plural(count: float, one: str, many: str) -> str:
 # --- Per kind ---------------------------------------------------------------------------------
 
 
+def _as_date(value: datetime.date | str) -> datetime.date:
+    """A date, or its ISO form (as a task's arguments carry it)."""
+    return datetime.date.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _daily_summary(values: dict) -> None:
-    values["day_text"] = _day_text(values["day"])
+    values["day_text"] = _day_text(_as_date(values["day"]))
     values.setdefault("timezone", "UTC")
     stats = values.get("stats")
     if stats:
@@ -163,30 +168,34 @@ def _daily_summary(values: dict) -> None:
 
 
 def _study_reminder(values: dict) -> None:
-    values["today_text"] = _day_text(values["today"])
+    values["today_text"] = _day_text(_as_date(values["today"]))
     values["goal_percent"] = _goal_percent(values.get("answered_today", 0),
                                            values.get("goal") or 0)
 
 
 def _achievement(values: dict) -> None:
-    values["earned_text"] = _date_text(values["earned_on"])
+    values["earned_text"] = _date_text(_as_date(values["earned_on"]))
     achievement = values["achievement"]
     kind, threshold, value = (achievement.get("kind"), achievement.get("threshold"),
                               values.get("value"))
     values["value_text"] = "" if value is None else _achievement_figure(kind, value)
-    values["threshold_text"] = "" if threshold is None else _achievement_figure(kind, threshold)
+    values["threshold_text"] = ("" if threshold is None
+                                else _achievement_figure(kind, threshold, short=True))
 
 
-def _achievement_figure(kind: str | None, figure: float) -> str:
-    """An achievement's figure in words: a threshold or the value that earned it (streaks in
-    days, question counts, accuracy and mastery in percent, as analytics stores them)."""
+def _achievement_figure(kind: str | None, figure: float, *, short: bool = False) -> str:
+    """An achievement's figure in words, the value that earned it ("88% right at the first
+    try") or, short, its threshold ("80%"): streaks in days, distinct questions, accuracy and
+    mastery in percent (as analytics stores them)."""
     number = round(figure)
     if kind == "streak":
-        return f"{number} {_plural(number, 'day', 'days')} in a row"
+        days = f"{number} {_plural(number, 'day', 'days')}"
+        return days if short else f"{days} in a row"
     if kind == "questions":
-        return f"{number} different {_plural(number, 'question', 'questions')}"
+        noun = _plural(number, "question", "questions")
+        return f"{number} {noun}" if short else f"{number} different {noun}"
     if kind in ("accuracy", "mastery"):
-        return f"{number}% right on first attempts"
+        return f"{number}%" if short else f"{number}% right at the first try"
     return f"{figure:g}"
 
 

@@ -65,7 +65,9 @@ if not SECRET_KEY:
         )
     SECRET_KEY = _development_secret_key()
 # Rotation: put the new key in SECRET_KEY and the old ones here (comma list) until what they
-# signed (sessions, password-reset links, unsubscribe links) has expired, then drop them.
+# signed (sessions, password-reset links, queued tasks) has expired, then drop them. Emails'
+# unsubscribe links never expire: an old key dropped from here breaks the links of every email
+# sent under it (docs/notifications.md, "Unsubscribe").
 SECRET_KEY_FALLBACKS = [
     key.strip() for key in env.ENVIRON.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
 ]

@@ -38,3 +38,19 @@ def test_a_delivering_backend_or_development_is_fine(settings, debug, backend):
 def test_it_runs_with_the_deploy_checks_only():
     assert email_backend_delivers in registry.registry.get_checks(include_deployment_checks=True)
     assert email_backend_delivers not in registry.registry.get_checks()
+
+
+def test_an_email_service_without_a_webhook_secret_is_a_warning(settings):
+    from notifications.checks import anymail_webhook_protected
+
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t"}
+    [warning] = anymail_webhook_protected(None)
+    assert warning.id == "notifications.W002"
+    assert "ANYMAIL_WEBHOOK_SECRET" in warning.msg
+
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "WEBHOOK_SECRET": "hook:secret"}
+    assert anymail_webhook_protected(None) == []
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.ANYMAIL = {}
+    assert anymail_webhook_protected(None) == []
