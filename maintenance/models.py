@@ -6,6 +6,7 @@ OpsAlert and PausedSchedule were born in `core`; they moved here with their tabl
 """
 
 from django.db import models
+from django.utils import timezone
 
 
 class Operations(models.Model):
@@ -66,3 +67,75 @@ class PausedSchedule(models.Model):
 
     def __str__(self):
         return f"{self.schedule} paused"
+
+
+class BackupRecord(models.Model):
+    """One backup file under BACKUP_DIR (and its manifest beside it): what it holds, whether it
+    was verified by a real restore into a scratch database, and where its off-site copy is.
+    maintenance/backups/; docs/operations.md, "Backups"."""
+
+    class Status(models.TextChoices):
+        CREATING = "creating", "Being written"
+        CREATED = "created", "Created (not verified yet)"
+        VERIFIED = "verified", "Verified"
+        FAILED = "failed", "Failed"
+        DELETED = "deleted", "Deleted (retention)"
+
+    name = models.CharField(max_length=200, unique=True, help_text="The file name.")
+    engine = models.CharField(max_length=20, help_text="sqlite or postgresql")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATING)
+    trigger = models.CharField(max_length=20, blank=True,
+                               help_text="schedule, command, admin, pre-restore")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    encrypted = models.BooleanField(default=False)
+    key_fingerprint = models.CharField(max_length=64, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verify_detail = models.TextField(blank=True)
+    offsite_name = models.CharField(max_length=300, blank=True)
+    offsite_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("create_backup", "Can create and verify backups")]
+
+    def __str__(self):
+        return self.name
+
+
+class HealthCheckRun(models.Model):
+    """One run of the health checks (the scheduled job and `health_check`): the history the
+    admin shows and the system report reads. Pruned after MAINTENANCE_HEALTH_RETENTION_DAYS."""
+
+    checked_at = models.DateTimeField(default=timezone.now, db_index=True)
+    source = models.CharField(max_length=20, help_text="job or command")
+    status = models.CharField(max_length=10, help_text="pass, warn or fail")
+    duration_ms = models.FloatField(default=0)
+    checks = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+
+    def __str__(self):
+        return f"{self.status} at {self.checked_at:%Y-%m-%d %H:%M}"
+
+
+class SystemReport(models.Model):
+    """The daily system report: measured figures (counts and growth, queues, jobs, database and
+    disk, backups, health, AI backlog), stored, shown in the admin, mailed to the staff."""
+
+    day = models.DateField(unique=True, help_text="The UTC day it reports on.")
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=10, help_text="The health status when it was built.")
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self):
+        return f"System report {self.day}"

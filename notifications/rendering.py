@@ -2,7 +2,7 @@
 templates (`notifications/email/<kind>.subject.txt`, `<kind>.txt`, `<kind>.html`) into a subject,
 a plain-text part and an HTML part.
 
-The caller builds the context from plain values (dicts, dates, numbers; docs/notifications.md);
+The caller builds the context from plain values (dicts, dates, numbers; see email_render);
 rendering runs no query and touches no network, so thousands of emails render in a loop. Each
 kind's display strings (dates, percentages, durations) are worked out here, in small functions,
 so the templates only place them.
@@ -67,8 +67,24 @@ class RenderedEmail:
 
 
 def email_render(kind: str, context: dict) -> RenderedEmail:
-    """Render the email of this kind (a Notification.Kind value) from its context (the keys of
-    docs/notifications.md). The context is not changed. ValueError for an unknown kind."""
+    """Render the email of this kind (a Notification.Kind value) from its context, which is not
+    changed. ValueError for an unknown kind. The context's keys:
+
+    every kind: name, base_url (settings.PUBLIC_BASE_URL), unsubscribe_url and
+      unsubscribe_all_url (str; None or absent for staff kinds: then the footer has no
+      unsubscribe links), kind_label ("daily summaries"; a default per kind when absent);
+    daily_summary: day (date), stats (None, or attempts, correct, accuracy 0-1, time_spent_ms,
+      distinct_questions, sessions), streak, longest_streak, reviews_due, goal, timezone;
+    study_reminder: today (date), answered_today, goal, remaining, reviews_due, streak,
+      streak_at_risk;
+    achievement: achievement (title, description, kind, threshold), subject_name (or None),
+      value (the figure that earned it, or None), earned_on (date);
+    weekly_report, admin_report: analytics.reports.report_context(report), has_chart (the
+      HTML shows the chart as cid:REPORT_CHART_CID, which the sender attaches inline);
+    system_report: title, generated_at (aware datetime), status ("healthy", "degraded", ...),
+      sections (list of {"heading": str, "rows": [[label, value], ...]});
+    test: sent_by, backend (the EMAIL_BACKEND path), sent_at (aware datetime).
+    """
     kind = str(kind)
     prepare = _PREPARE.get(kind)
     if prepare is None:
@@ -78,6 +94,7 @@ def email_render(kind: str, context: dict) -> RenderedEmail:
     values["base_url"] = (values["base_url"] or "").rstrip("/")
     if not values.get("kind_label"):
         values["kind_label"] = KIND_LABELS[kind]
+    values["name"] = values.get("name") or "there"
     values["kind"] = kind
     values["is_staff_kind"] = kind in _STAFF_KINDS
     prepare(values)

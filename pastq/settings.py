@@ -338,6 +338,37 @@ PASTQ_STOP_GRACE_SECONDS = env.float("PASTQ_STOP_GRACE_SECONDS", default=8.0)
 PASTQ_SCHEDULER_SECONDS = env.float("PASTQ_SCHEDULER_SECONDS", default=30.0)
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 
+# --- Maintenance: backups, cleanup, health (maintenance/; docs/operations.md) -------------------
+BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups"))).resolve()
+# A 32-byte key, base64 (manage.py backup_db keygen prints one). Unset: backups are compressed
+# but not encrypted (a deploy warning). Read as it is, like every secret.
+BACKUP_ENCRYPTION_KEY = env.ENVIRON.get("BACKUP_ENCRYPTION_KEY", "").strip()
+# Old keys (comma list) still accepted for verify and restore after a rotation, found by the
+# fingerprint in each backup's header.
+BACKUP_DECRYPTION_KEYS = [
+    key.strip() for key in env.ENVIRON.get("BACKUP_DECRYPTION_KEYS", "").split(",") if key.strip()
+]
+# Retention: the newest N, one a day for D days, one a week for W weeks (the newest verified
+# backup is always kept).
+BACKUP_KEEP_LAST = env.int("BACKUP_KEEP_LAST", default=3)
+BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=4)
+# Health: free space under var/ below this is a warning (critical below a tenth of it); the last
+# verified backup older than this many hours is a warning.
+HEALTH_MIN_FREE_DISK_MB = env.int("HEALTH_MIN_FREE_DISK_MB", default=1024)
+HEALTH_BACKUP_MAX_AGE_HOURS = env.int("HEALTH_BACKUP_MAX_AGE_HOURS", default=26)
+MAINTENANCE_HEALTH_RETENTION_DAYS = env.int("MAINTENANCE_HEALTH_RETENTION_DAYS", default=14)
+# Cleanup: a practice session idle this long is abandoned; abandoned sessions without attempts
+# older than this are deleted (attempts are never deleted: they are the history); revoked or
+# expired API tokens are deleted after a grace period; stored email and report HTML is emptied
+# after its retention (a day of 10,000 summaries is about 200 MB).
+CLEANUP_SESSION_IDLE_HOURS = env.int("CLEANUP_SESSION_IDLE_HOURS", default=6)
+CLEANUP_ABANDONED_SESSION_DAYS = env.int("CLEANUP_ABANDONED_SESSION_DAYS", default=30)
+CLEANUP_TOKEN_GRACE_DAYS = env.int("CLEANUP_TOKEN_GRACE_DAYS", default=30)
+CLEANUP_EMAIL_HTML_DAYS = env.int("CLEANUP_EMAIL_HTML_DAYS", default=30)
+CLEANUP_JOB_RECORD_DAYS = env.int("CLEANUP_JOB_RECORD_DAYS", default=30)
+CLEANUP_TMP_HOURS = env.int("CLEANUP_TMP_HOURS", default=24)
+
 _workers_override = env.int("PASTQ_WORKERS", default=0)
 _timeout_override = env.int("PASTQ_TASK_TIMEOUT", default=0)
 for _queue in PASTQ_QUEUES.values():

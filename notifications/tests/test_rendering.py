@@ -10,11 +10,13 @@ import html as html_lib
 import importlib.util
 import os
 import re
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+import notifications
 from analytics.models import Report
 from analytics.reports import report_context
 from notifications.models import Notification
@@ -517,3 +519,21 @@ def test_every_kind_fits_a_phone_and_a_desktop_in_chromium(tmp_path):
                 assert 600 <= width <= 602, kind  # and its border
         finally:
             browser.close()
+
+
+def test_dates_may_come_as_iso_strings_and_a_missing_name_is_greeted():
+    email = email_render("daily_summary", daily_summary_context(day="2026-12-03", name=""))
+
+    assert email.subject.startswith("Your day, Thursday 3 December:")
+    assert email.text.startswith("Hello there,")
+
+
+def test_every_text_template_turns_autoescaping_off():
+    """A text part shows what it holds: "&" stays "&", never "&amp;"."""
+    folder = Path(notifications.__file__).parent / "templates" / "notifications" / "email"
+    texts = sorted(folder.glob("*.txt"))
+    assert len(texts) == 2 * len(ALL_KINDS) + 1  # subject and text per kind, and the footer
+    for path in texts:
+        source = path.read_text(encoding="utf-8")
+        assert source.startswith("{% autoescape off %}"), path.name
+        assert source.rstrip().endswith("{% endautoescape %}"), path.name
