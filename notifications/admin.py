@@ -5,6 +5,7 @@ student email, undeliverable addresses, and the preferences (also inline on each
 from __future__ import annotations
 
 import base64
+import re
 
 from django import forms
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from analytics.models import Report
+from analytics.reports import REPORT_CHART_CID
 from core.admin import UserAdmin
 from notifications import services
 from notifications.models import (
@@ -31,6 +33,9 @@ from notifications.sending import CHART_CID
 
 SEND_PERMISSION = "notifications.send_email"
 PAUSE_PERMISSION = "notifications.pause_email"
+
+_CHART_REFERENCE = re.compile(
+    rf"""(["'(])cid:(?:{re.escape(CHART_CID)}|{re.escape(REPORT_CHART_CID)})(["')])""")
 
 STATUS_COLOURS = {
     Notification.Status.SENT: "#1e7e34", Notification.Status.QUEUED: "#555555",
@@ -84,8 +89,11 @@ class NotificationAdmin(admin.ModelAdmin):
         html = obj.html
         chart = self._chart(obj)
         if chart:
+            # The inline chart, referenced by its Content-ID, which no browser can resolve: the
+            # HTML says cid:chart (analytics' report templates); the sender's attachment is
+            # named chart@pastq. Either becomes the image itself.
             uri = "data:image/png;base64," + base64.b64encode(chart).decode("ascii")
-            html = html.replace(f"cid:{CHART_CID}", uri)
+            html = _CHART_REFERENCE.sub(rf"\g<1>{uri}\g<2>", html)
         # srcdoc in a sandbox without scripts: the email's HTML cannot touch the admin.
         return format_html('<iframe sandbox="" srcdoc="{}" title="The email as sent" '
                            'style="width:100%;max-width:680px;height:720px;'
@@ -131,6 +139,9 @@ class NotificationAdmin(admin.ModelAdmin):
             "unknown": resendable.filter(status=Notification.Status.UNKNOWN).count(),
             "others": others,
             "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+            # "Select all N" chose every entry matching the filters, not only this page's:
+            # the confirmation must resend the same set it counted.
+            "select_across": request.POST.get("select_across") == "1",
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
         })
 

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 import css_inline
 from django.template.loader import get_template
 
-from analytics.reports import REPORT_CHART_CID
 from notifications.models import Notification
 
 SUBJECT_MAX_CHARS = 200
+# The Content-ID the sender attaches a report's chart under (multipart/related), and the HTML
+# refers to as cid:… .
+CHART_CONTENT_ID = "chart@pastq"
 TEMPLATE_DIR = "notifications/email"
 
 # One inliner for the process: it holds no per-document state. keep_at_rules leaves the @media
@@ -80,7 +82,7 @@ def email_render(kind: str, context: dict) -> RenderedEmail:
     achievement: achievement (title, description, kind, threshold), subject_name (or None),
       value (the figure that earned it, or None), earned_on (date);
     weekly_report, admin_report: analytics.reports.report_context(report), has_chart (the
-      HTML shows the chart as cid:REPORT_CHART_CID, which the sender attaches inline);
+      HTML shows the chart as cid:CHART_CONTENT_ID, which the sender attaches inline);
     system_report: title, generated_at (aware datetime), status ("healthy", "degraded", ...),
       sections (list of {"heading": str, "rows": [[label, value], ...]});
     test: sent_by, backend (the EMAIL_BACKEND path), sent_at (aware datetime).
@@ -217,8 +219,9 @@ def _achievement_figure(kind: str | None, figure: float, *, short: bool = False)
 
 
 def _report(values: dict) -> None:
-    # Always the Content-ID the sender attaches the chart under, whatever the context says.
-    values["chart_src"] = f"cid:{REPORT_CHART_CID}"
+    # Always the Content-ID the sender attaches the chart under, whatever the context says
+    # (analytics' stored report HTML uses its own, `cid:chart`).
+    values["chart_src"] = f"cid:{CHART_CONTENT_ID}"
     values.setdefault("has_chart", False)
 
 

@@ -38,7 +38,7 @@ from core.jobs import queues
 from notifications.content import batch_contents
 from notifications.models import Notification, UndeliverableAddress
 from notifications.preferences import student_email_paused
-from notifications.rendering import RenderedEmail, email_render
+from notifications.rendering import CHART_CONTENT_ID, RenderedEmail, email_render
 from notifications.unsubscribe import list_unsubscribe_headers
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ Kind = Notification.Kind
 Status = Notification.Status
 Reason = Notification.Reason
 
-CHART_CID = "chart@pastq"
+CHART_CID = CHART_CONTENT_ID
 FLUSH_EVERY = 50
 DEFER = datetime.timedelta(minutes=15)  # a weekly report not built yet: look again then
 

@@ -419,7 +419,7 @@ def test_weekly_report_references_the_chart_by_content_id():
 
     assert email.subject == "Your week 2026-W49: 93 answers, 73% right"
     assert '<img class="chart"' in email.html
-    assert 'src="cid:chart"' in email.html
+    assert 'src="cid:chart@pastq"' in email.html
     assert f'alt="{context["chart_alt"]}"' in email.html
     assert "Biology" in email.text and "Chemistry" in email.html
     assert "Wed 2 Dec 2026" in email.text and "Wed 2 Dec 2026" in email.html
@@ -442,7 +442,7 @@ def test_admin_report():
 
     assert email.subject == ("Daily report 2026-12-03: 93 active students, 1381 answers "
                              "(73% right), 3 failed job runs")
-    assert 'src="cid:chart"' in email.html
+    assert 'src="cid:chart@pastq"' in email.html
     assert "The 14 days to Thu 3 Dec 2026" in email.text
     assert "#4411 PHYS" in email.text and "#4411 PHYS" in email.html
     assert "notifications.tasks.dispatch_local_time_emails (retrying): 2" in email.text
