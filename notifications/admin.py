@@ -5,6 +5,7 @@ student email, undeliverable addresses, and the preferences (also inline on each
 from __future__ import annotations
 
 import base64
+import datetime
 import re
 
 from django import forms
@@ -51,20 +52,20 @@ class TestEmailForm(forms.Form):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["address", "kind", "period", "status_badge", "reason", "attempts", "due_at",
-                    "sent_at"]
+    list_display = ["address", "kind", "period", "status_and_reason", "attempts", "when"]
     list_filter = ["status", "kind", "reason"]
     search_fields = ["address", "period", "message_id", "subject"]
     date_hierarchy = "due_at"
     list_select_related = ["user"]
     show_full_result_count = False
     actions = ["resend"]
+    # The email itself comes before the timestamps: it is what an entry is opened for.
     fieldsets = [
         (None, {"fields": ["address", "user", "kind", "period", "status_badge", "reason",
-                           "detail"]}),
-        ("When", {"fields": ["due_at", "send_after", "expires_at", "retry_at", "attempts",
-                             "claimed_at", "sent_at", "created_at"]}),
-        ("Message", {"fields": ["message_id", "subject", "rendered_html", "rendered_text"]}),
+                           "detail", "attempts"]}),
+        ("Message", {"fields": ["subject", "rendered_html", "rendered_text", "message_id"]}),
+        ("When (UTC)", {"fields": ["due_at", "send_after", "expires_at", "retry_at",
+                                   "claimed_at", "sent_at", "created_at"]}),
     ]
     change_list_template = "admin/notifications/notification/change_list.html"
 
@@ -72,6 +73,11 @@ class NotificationAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The ledger is what keeps email at most once: a deleted row would let the dispatcher
+        # plan and send the same email again. Old rows are pruned by maintenance, not by hand.
         return False
 
     def get_readonly_fields(self, request, obj=None):
@@ -82,10 +88,27 @@ class NotificationAdmin(admin.ModelAdmin):
         return format_html('<strong style="color:{}">{}</strong>',
                            STATUS_COLOURS.get(obj.status, "#333"), obj.get_status_display())
 
+    @admin.display(description="Status", ordering="status")
+    def status_and_reason(self, obj):
+        """The list's status column: the status, and under it why (skipped, failed)."""
+        badge = self.status_badge(obj)
+        if not obj.reason:
+            return badge
+        return format_html('{}<br><span style="color:var(--body-quiet-color)">{}</span>',
+                           badge, obj.get_reason_display())
+
+    @admin.display(description="When (UTC)", ordering="due_at")
+    def when(self, obj):
+        """One narrow column: when it went, or else when it was due."""
+        if obj.sent_at:
+            return format_html('sent <span style="white-space:nowrap">{}</span>',
+                               _moment(obj.sent_at))
+        return format_html('due <span style="white-space:nowrap">{}</span>', _moment(obj.due_at))
+
     @admin.display(description="HTML as sent")
     def rendered_html(self, obj):
         if not obj.html:
-            return "—  (nothing rendered: skipped before rendering, or pruned)"
+            return "— (nothing rendered: skipped before rendering, or pruned)"
         html = obj.html
         chart = self._chart(obj)
         if chart:
@@ -93,11 +116,15 @@ class NotificationAdmin(admin.ModelAdmin):
             # HTML says cid:chart (analytics' report templates); the sender's attachment is
             # named chart@pastq. Either becomes the image itself.
             uri = "data:image/png;base64," + base64.b64encode(chart).decode("ascii")
-            html = _CHART_REFERENCE.sub(rf"\g<1>{uri}\g<2>", html)
+            html = _CHART_REFERENCE.sub(lambda found: f"{found[1]}{uri}{found[2]}", html)
         # srcdoc in a sandbox without scripts: the email's HTML cannot touch the admin.
-        return format_html('<iframe sandbox="" srcdoc="{}" title="The email as sent" '
-                           'style="width:100%;max-width:680px;height:720px;'
-                           'border:1px solid #ccc;background:#fff"></iframe>', html)
+        # The frame cannot be sized to its content (the sandbox hides it from the page's
+        # scripts): it is as wide as the emails' layout, and its bottom edge can be dragged.
+        return format_html(
+            '<div style="width:680px;max-width:100%;height:760px;resize:vertical;'
+            'overflow:hidden;border:1px solid var(--border-color);background:#fff">'
+            '<iframe sandbox="" srcdoc="{}" title="The email as sent" '
+            'style="display:block;width:100%;height:100%;border:0"></iframe></div>', html)
 
     @admin.display(description="Plain text as sent")
     def rendered_text(self, obj):
@@ -162,6 +189,7 @@ class NotificationAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         state = EmailDelivery.objects.filter(pk=1).first()
         extra_context = {
+            "title": "Email send ledger",
             **(extra_context or {}),
             "student_email_paused": student_email_paused(),
             "paused_by_setting": bool(_paused_by_setting()),
@@ -185,7 +213,8 @@ class NotificationAdmin(admin.ModelAdmin):
             return redirect(reverse("admin:notifications_notification_change", args=[row.pk]))
         return TemplateResponse(request, "admin/notifications/notification/send_test.html", {
             **self.admin_site.each_context(request), "title": "Send a test email",
-            "opts": self.model._meta, "form": form,
+            "opts": self.model._meta, "form": form, "backend": settings.EMAIL_BACKEND,
+            "backend_target": _backend_target(),
         })
 
     def pause_view(self, request):
@@ -201,6 +230,23 @@ class NotificationAdmin(admin.ModelAdmin):
                                        f"window goes out now; {skipped} past it skipped "
                                        "(paused).", messages.SUCCESS)
         return redirect(reverse("admin:notifications_notification_changelist"))
+
+
+def _moment(value) -> str:
+    """A compact time in UTC for the list's narrow columns."""
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _backend_target() -> str:
+    """Where the configured backend puts mail, in words (never a password)."""
+    backend = settings.EMAIL_BACKEND
+    if backend == "django.core.mail.backends.smtp.EmailBackend":
+        return f"the SMTP server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+    if backend == "django.core.mail.backends.filebased.EmailBackend":
+        return f"files in {settings.EMAIL_FILE_PATH} (nothing leaves this machine)"
+    if backend == "django.core.mail.backends.locmem.EmailBackend":
+        return "kept in memory (tests; nothing leaves this process)"
+    return ""
 
 
 def _paused_by_setting() -> bool:

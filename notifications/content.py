@@ -179,11 +179,19 @@ def _weekly_reports(rows) -> dict[int, Content]:
     reports = {(r.student_id, r.label): r for r in Report.objects.filter(
         kind=Report.Kind.STUDENT_WEEKLY, student_id__in={r.user_id for _, r in rows},
         label__in={r.period for _, r in rows})}
+    active = _active_in_week_or_week_before(
+        [row for _, row in rows if (row.user_id, row.period) not in reports])
     out = {}
     for index, row in rows:
         report = reports.get((row.user_id, row.period))
         if report is None:
-            out[index] = Content(defer=True)
+            if (row.user_id, row.period) in active:
+                out[index] = Content(defer=True)
+            else:
+                # Analytics builds reports only for students with answers in the week or the
+                # week before: none will come, and waiting would only end outside the window.
+                out[index] = Content(skip=Reason.NOTHING_TO_SAY,
+                                      skip_detail="no answers this week or the week before")
             continue
         data = report.data
         if not data["totals"]["attempts"] and not data["previous_week"]["attempts"]:
@@ -195,6 +203,23 @@ def _weekly_reports(rows) -> dict[int, Content]:
                                        "report_id": report.pk},
                               chart_png=bytes(report.chart_png))
     return out
+
+
+def _active_in_week_or_week_before(rows) -> set[tuple[int, str]]:
+    """(student, ISO week) of `rows` with answers in that week or the week before: one query
+    per distinct week (a batch holds one or two)."""
+    found: set[tuple[int, str]] = set()
+    by_week: dict[str, set[int]] = defaultdict(set)
+    for row in rows:
+        by_week[row.period].add(row.user_id)
+    for label, ids in by_week.items():
+        year, week = label.split("-W")
+        monday = datetime.date.fromisocalendar(int(year), int(week), 1)
+        found.update((student_id, label) for student_id in Attempt.objects.filter(
+            student_id__in=ids, local_date__range=(monday - datetime.timedelta(days=7),
+                                                   monday + datetime.timedelta(days=6)),
+        ).order_by().values_list("student_id", flat=True).distinct())
+    return found
 
 
 def _stored(rows) -> dict[int, Content]:

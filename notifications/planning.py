@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Q
 
@@ -303,11 +304,31 @@ def _write(rows: list[_Row], *, now: datetime.datetime) -> PlanOutcome:
         (outcome.skipped if obj.status == Status.SKIPPED else outcome.planned)[obj.kind] += 1
     achievement_ids = [r.achievement_id for r in rows if r.achievement_id]
     with transaction.atomic():
-        Notification.objects.bulk_create(objects, batch_size=INSERT_BATCH,
-                                         ignore_conflicts=True)
+        _insert_new(objects)
         if achievement_ids:
             analytics_selectors.achievements_mark_announced(achievement_ids, now=now)
     return outcome
+
+
+def _insert_new(objects: list[Notification]) -> None:
+    """INSERT … ON CONFLICT (recipient, kind, period) DO NOTHING, INSERT_BATCH rows a
+    statement. Not bulk_create(ignore_conflicts=True): Django 5.2 assumes SQLite takes at most
+    999 parameters a statement and would split a plan into statements of 38 rows, so the
+    dispatcher's query count would grow with the number of students (SQLite has allowed
+    32,766 since 3.32; a batch here uses 26,000 at most)."""
+    fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
+    quote = db_connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    for start in range(0, len(objects), INSERT_BATCH):
+        batch = objects[start:start + INSERT_BATCH]
+        params = [f.get_db_prep_save(getattr(obj, f.attname), db_connection)
+                  for obj in batch for f in fields]
+        with db_connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {quote(Notification._meta.db_table)} ({columns}) "
+                f"VALUES {', '.join([one] * len(batch))} "
+                "ON CONFLICT (recipient, kind, period) DO NOTHING", params)
 
 
 def write(rows: list[_Row], *, now: datetime.datetime) -> PlanOutcome:

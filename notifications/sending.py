@@ -264,7 +264,20 @@ def send_batch(rows: list[Notification], *, now: datetime.datetime,
             elif content.defer:
                 _defer(row, now)
             else:
-                rendered = render_row(row, content.context)
+                try:
+                    rendered = render_row(row, content.context)
+                    message = message_build(row, rendered, content.chart_png,
+                                            connection=connection)
+                except Exception as exc:  # noqa: BLE001  (one email's fault, not the batch's)
+                    # Nothing was handed over: this email fails for good (the operator sees
+                    # why in the ledger) and the rest of the batch still goes, rather than
+                    # every row being left `sending` for the sweep to call unknown.
+                    logger.exception("notification %s could not be rendered", row.pk)
+                    _failed(row, Verdict(PERMANENT, Reason.ERROR,
+                                         f"{type(exc).__name__}: {exc}"[:2000]), now)
+                    pending.append(row)
+                    outcome.add(row.status)
+                    continue
                 row.subject, row.text, row.html = rendered.subject[:255], rendered.text, rendered.html
                 if not opened and open_error is None:
                     try:
@@ -279,8 +292,6 @@ def send_batch(rows: list[Notification], *, now: datetime.datetime,
                     pending.append(row)
                     outcome.add(row.status)
                     continue
-                message = message_build(row, rendered, content.chart_png,
-                                        connection=connection)
                 rate.wait()
                 try:
                     sent = connection.send_messages([message])

@@ -2,13 +2,15 @@
 a simulated clock for the dispatcher, SMTP pointed at the loopback server (or at a closed
 port), anymail's test backend with scripted answers, and dispatchers in real subprocesses."""
 
+import asyncio
 import datetime
+import email
+import email.policy
 import itertools
 import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -140,29 +142,50 @@ def esp(settings, outbox):
     ScriptedEspBackend.answers = {}
 
 
+_DISPATCHERS = """
+import datetime, os, pathlib, sys, time, traceback
+import django
+django.setup()
+from django.db import connection, connections
+from notifications.services import notifications_dispatch
+
+folder, n, now = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+connections.close_all()  # each child opens its own
+children = []
+for index in range(n):
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            connection.ensure_connection()
+            (folder / f"ready-{index}").touch()
+            deadline = time.monotonic() + 30
+            while not (folder / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.002)
+            result = notifications_dispatch(now=datetime.datetime.fromisoformat(now))
+            print(f"dispatcher {index} ({os.getpid()}): {result}", flush=True)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    children.append(pid)
+failed = [pid for pid in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
+sys.exit(1 if failed else 0)
+"""
+
+
 @pytest.fixture
 def dispatcher_processes(tmp_path):
-    """dispatcher_processes(n, now, **env) runs `notifications_dispatch(now=now)` in n real
-    processes against the test database, released at the same moment once all are connected;
-    returns their CompletedProcess-like results (returncode, output)."""
+    """dispatcher_processes(n, now, **env) runs `notifications_dispatch(now=now)` in n processes
+    at once against the test database (file-backed SQLite, or PostgreSQL), each with its own
+    database and mail connections: one Python process sets Django up (2 s), then forks the
+    dispatchers, which wait until all are connected and are released together. Returns
+    (exit code, output)."""
 
-    def run(n: int, now: datetime.datetime, **env) -> list[tuple[int, str]]:
-        go = tmp_path / "go"
-        code = textwrap.dedent(f"""
-            import datetime, pathlib, sys, time
-            import django
-            django.setup()
-            from django.db import connection
-            from notifications.services import notifications_dispatch
-            connection.ensure_connection()
-            pathlib.Path(sys.argv[1]).touch()
-            go = pathlib.Path({str(go)!r})
-            deadline = time.monotonic() + 30
-            while not go.exists() and time.monotonic() < deadline:
-                time.sleep(0.005)
-            result = notifications_dispatch(now=datetime.datetime.fromisoformat({now.isoformat()!r}))
-            print(result)
-        """)
+    def run(n: int, now: datetime.datetime, **env) -> tuple[int, str]:
         full_env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "pastq.test_settings",
@@ -171,22 +194,57 @@ def dispatcher_processes(tmp_path):
             "PYTHONDONTWRITEBYTECODE": "1",
             **env,
         }
-        processes = []
-        for index in range(n):
-            ready = tmp_path / f"ready-{index}"
-            processes.append((ready, subprocess.Popen(
-                [sys.executable, "-c", code, str(ready)], cwd=ROOT, env=full_env,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-        deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
-        while not all(ready.exists() for ready, _ in processes):
-            if any(p.poll() is not None for _, p in processes) or datetime.datetime.now() > deadline:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _DISPATCHERS, str(tmp_path), str(n), now.isoformat()],
+            cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"ready-{i}").exists() for i in range(n)):
+            if process.poll() is not None or time.monotonic() > deadline:
                 break
-            time.sleep(0.01)
-        go.touch()
-        results = []
-        for _, process in processes:
-            output, _ = process.communicate(timeout=120)
-            results.append((process.returncode, output))
-        return results
+            time.sleep(0.005)
+        (tmp_path / "go").touch()
+        output, _ = process.communicate(timeout=120)
+        return process.returncode, output
 
     return run
+
+
+class SlowSmtpHandler:
+    """An aiosmtpd handler that takes every message and, for the first `slow` of them, waits
+    `delay` seconds before answering the DATA: a client with a shorter timeout has handed the
+    message over and never hears whether it was taken."""
+
+    def __init__(self, delay: float, slow: int):
+        self.delay, self.slow = delay, slow
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # the name aiosmtpd calls
+        self.messages.append(email.message_from_bytes(envelope.content,
+                                                      policy=email.policy.default))
+        if self.slow > 0:
+            self.slow -= 1
+            await asyncio.sleep(self.delay)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def slow_smtp(settings):
+    """SMTP to a loopback server that answers the first message's DATA after 1.5 s, with the
+    client's EMAIL_TIMEOUT at 1 s."""
+    from aiosmtpd.controller import Controller
+
+    handler = SlowSmtpHandler(delay=1.5, slow=1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_TIMEOUT = 1
+    try:
+        yield handler
+    finally:
+        controller.stop()
