@@ -2,7 +2,7 @@
 its figures beside its limit. Results are recorded in bench/RESULTS.md.
 
 Names: seed, queue, lease, embedders, processing, analytics, analytics_questions, review,
-reports (default: all). --postgres runs those that take it on PostgreSQL
+reports, notifications (default: all). --postgres runs those that take it on PostgreSQL
 (a scratch database pastq_bench on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432).
 """
 
@@ -22,9 +22,10 @@ BENCHMARKS = {
     "analytics_questions": ["analytics_questions.py"],
     "review": ["review.py"],
     "reports": ["reports.py"],
+    "notifications": ["notifications.py"],
 }
 TAKES_POSTGRES = {"queue", "lease", "processing", "analytics", "analytics_questions", "review",
-                  "reports"}
+                  "reports", "notifications"}
 
 
 def main() -> int:

@@ -83,6 +83,8 @@ def _sessions_delete_without_attempts(keys: list[int],
     sessions. Here an attempt written since the keys were read keeps its session (NOT EXISTS),
     and one being written now fails its foreign key check instead of being lost. Nothing else
     references a session (a test pins it), so this skips no cascade that should have run."""
+    if not keys:
+        return 0
     ops = connection.ops
     session_table = ops.quote_name(PracticeSession._meta.db_table)
     attempt_table = ops.quote_name(Attempt._meta.db_table)

@@ -29,6 +29,7 @@ so a load balancer polling every second neither calls Gemini nor writes rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -56,6 +57,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from core.ai import gemini, vectors
+from core.ai.types import ProviderError, ProviderUnavailable
 from core.jobs import liveness
 from core.jobs.liveness import QueueState
 from core.jobs.models import JobRun
@@ -112,7 +114,7 @@ def _failed(name: str, critical: bool, output: str, **fields) -> CheckResult:
 
 
 def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 2)
+    return round((time.perf_counter() - since) * 1000, 3)
 
 
 @dataclass
@@ -179,9 +181,12 @@ class _Probe:
 
 
 def _error_text(exc: BaseException) -> str:
+    """Our own errors are sentences already; another library's gets its type for context."""
     text = str(exc).strip()
-    return text if isinstance(exc, TimeoutError) and text else (
-        f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    if text and isinstance(exc, (TimeoutError, ProviderError, ProviderUnavailable,
+                                 ImproperlyConfigured)):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --- The database ---------------------------------------------------------------------------
@@ -423,10 +428,8 @@ def check_vector_index(probe: _Probe | None, counts: tuple[dict[str, int], int] 
         if not config.url and vectors.chroma_server_record(config) is None:
             # The file store (development): another process has it open and keeps it.
             holder = ""
-            try:
+            with contextlib.suppress(OSError):
                 holder = config.lock_file.read_text().strip()
-            except OSError:
-                pass
             return CheckResult(
                 "chroma", WARN, True,
                 f"the file store {config.store_dir} could not be opened within "

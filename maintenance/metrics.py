@@ -177,9 +177,9 @@ class DatabaseCollector:
     # --- AI steps (one query) -------------------------------------------------------------
 
     def _ai_steps(self) -> Iterator[Metric]:
-        found = dict(((step, status), n) for step, status, n in (
+        found = {(step, status): n for step, status, n in (
             QuestionStep.objects.values("step", "status").annotate(n=Count("id"))
-            .order_by().values_list("step", "status", "n")))
+            .order_by().values_list("step", "status", "n"))}
         steps = GaugeMetricFamily(
             f"{PREFIX}_ai_steps",
             "Questions' AI processing steps now, by step and status (pending is the backlog).",

@@ -19,7 +19,7 @@ database_optimise returns a report (a dict of JSON values):
                 duration_ms, error}] (vacuumed is false in a dry run);
                 tables [{table, total_bytes, table_bytes, index_bytes, live_tuples,
                 dead_tuples, last_vacuum, last_autovacuum, last_analyze, last_autoanalyze}],
-                largest first; unused_indexes [{index, table, bytes, scans: 0}] (neither
+                largest first (total = table, with its TOAST and free-space maps, + indexes); unused_indexes [{index, table, bytes, scans: 0}] (neither
                 unique nor primary: those enforce a rule even when never read), largest first;
                 stats_since (when the counters behind `scans` were last reset; null: since
                 the server's statistics began)
@@ -31,6 +31,7 @@ database_optimise returns a report (a dict of JSON values):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -56,9 +57,9 @@ def database_optimise(*, dry_run: bool = False, min_dead_ratio: float = MIN_DEAD
         raise ValueError("The dead-tuple ratio is between 0 and 1.")
     if min_dead_tuples < 0:
         raise ValueError("The minimum of dead tuples cannot be negative.")
-    if connection.in_atomic_block:
+    if connection.in_atomic_block and not dry_run:
         # VACUUM refuses to run in a transaction block, and a WAL checkpoint inside one
-        # cannot pass the transaction's own snapshot.
+        # cannot pass the transaction's own snapshot. A dry run only reads.
         raise OptimiseError("Database optimisation cannot run inside a transaction "
                             "(transaction.atomic); call it outside one.")
     started = time.monotonic()
@@ -79,12 +80,12 @@ _DEAD_TUPLES = """
 SELECT schemaname, relname, n_live_tup, n_dead_tup
 FROM pg_stat_user_tables
 WHERE n_dead_tup >= %s AND n_dead_tup > 0
-  AND n_dead_tup::float8 / (n_live_tup + n_dead_tup) >= %s
+  AND n_dead_tup::float8 / NULLIF(n_live_tup + n_dead_tup, 0) >= %s
 ORDER BY n_dead_tup DESC, schemaname, relname
 """
 
 _TABLE_SIZES = """
-SELECT schemaname, relname, pg_total_relation_size(relid), pg_relation_size(relid),
+SELECT schemaname, relname, pg_total_relation_size(relid), pg_table_size(relid),
        pg_indexes_size(relid), n_live_tup, n_dead_tup, last_vacuum, last_autovacuum,
        last_analyze, last_autoanalyze
 FROM pg_stat_user_tables
@@ -164,10 +165,8 @@ def _postgresql(*, dry_run: bool, min_dead_ratio: float, min_dead_tuples: int) -
 def _sqlite_size(path: Path) -> int:
     total = 0
     for candidate in (path, Path(f"{path}-wal")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += candidate.stat().st_size
-        except FileNotFoundError:
-            pass
     return total
 
 

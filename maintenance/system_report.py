@@ -213,11 +213,11 @@ def ai_backlog_figures() -> dict:
     """Question steps waiting (pending), running and failed, by step. One query."""
     wanted = [QuestionStep.Status.PENDING, QuestionStep.Status.RUNNING,
               QuestionStep.Status.FAILED]
-    by_step = {step: {status: 0 for status in wanted} for step in QuestionStep.Step.values}
+    by_step = {step: dict.fromkeys(wanted, 0) for step in QuestionStep.Step.values}
     for step, status, n in (QuestionStep.objects.filter(status__in=wanted)
                             .values("step", "status").annotate(n=Count("id")).order_by()
                             .values_list("step", "status", "n")):
-        by_step.setdefault(step, {s: 0 for s in wanted})[status] = n
+        by_step.setdefault(step, dict.fromkeys(wanted, 0))[status] = n
     return {"pending": sum(s["pending"] for s in by_step.values()),
             "running": sum(s["running"] for s in by_step.values()),
             "failed": sum(s["failed"] for s in by_step.values()), "by_step": by_step}

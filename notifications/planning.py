@@ -70,14 +70,21 @@ def local_time_setting(name: str) -> datetime.time:
 
 def zone_spans(zones, since: datetime.datetime, now: datetime.datetime) -> list[ZoneSpan]:
     """Each zone's local clock over (since, now], naive (wall-clock) times. Comparing wall
-    clocks makes a send time on a daylight-saving change day fall in exactly one run's span:
-    08:00 is 08:00 whatever the offset, and a reminder set in the skipped hour of a spring
-    change still falls between the runs either side of it."""
+    clocks makes a send time on a daylight-saving change day fall in a run's span: 08:00 is
+    08:00 whatever the offset, a reminder set in the skipped hour of a spring change still
+    falls between the runs either side of it, and one in the repeated hour of an autumn change
+    falls in the run after its first pass (and again after its second: the ledger's once per
+    period keeps the first)."""
     spans = []
     for zone in zones:
         tz = ZoneInfo(zone)
-        spans.append(ZoneSpan(zone, since.astimezone(tz).replace(tzinfo=None),
-                              now.astimezone(tz).replace(tzinfo=None)))
+        start = since.astimezone(tz).replace(tzinfo=None)
+        end = now.astimezone(tz).replace(tzinfo=None)
+        # When the clock went back in between (01:45 EDT to 01:00 EST), the span must still
+        # reach what the clock showed before it went back (01:45 to 02:00 EDT, the first pass
+        # through the repeated hour): start plus the time that passed. Times the second pass
+        # shows again are planned again, and the ledger keeps the first.
+        spans.append(ZoneSpan(zone, start, max(end, start + (now - since))))
     return spans
 
 
@@ -88,18 +95,19 @@ def local_to_utc(zone: str, local: datetime.datetime) -> datetime.datetime:
 
 
 def fixed_time_due(spans: list[ZoneSpan], at: datetime.time, *, weekday: int | None = None
-                   ) -> dict[str, datetime.date]:
+                   ) -> dict[str, list[datetime.date]]:
     """The zones whose local `at` (on `weekday`, Monday 0, when given) fell in their span, with
-    the local date it fell on (at most one per zone for spans shorter than a day)."""
-    due = {}
+    the local dates it fell on, oldest first (one for spans shorter than a day; more when the
+    dispatcher was down for longer, each of them to be recorded)."""
+    due = defaultdict(list)
     for span in spans:
         day = span.start.date()
         while day <= span.end.date():
             moment = datetime.datetime.combine(day, at)
             if span.start < moment <= span.end and (weekday is None or day.weekday() == weekday):
-                due[span.zone] = day
+                due[span.zone].append(day)
             day += datetime.timedelta(days=1)
-    return due
+    return dict(due)
 
 
 def time_of_day_filter(spans: list[ZoneSpan], field_name: str) -> Q:
@@ -113,28 +121,28 @@ def time_of_day_filter(spans: list[ZoneSpan], field_name: str) -> Q:
     condition = Q(pk__in=[])
     for (start, end), zones in groups.items():
         if end - start >= datetime.timedelta(days=1):
-            ranges = [Q()]
+            # Every time of day. (Not an empty Q OR-ed to Q(pk__in=[]): Django drops an empty
+            # Q from an OR, which would leave nothing.)
+            times = Q()
         elif start.date() == end.date():
-            ranges = [Q(**{f"{field_name}__gt": start.time(), f"{field_name}__lte": end.time()})]
+            times = Q(**{f"{field_name}__gt": start.time(), f"{field_name}__lte": end.time()})
         else:
-            ranges = [Q(**{f"{field_name}__gt": start.time()}),
-                      Q(**{f"{field_name}__lte": end.time()})]
-        either = Q(pk__in=[])
-        for part in ranges:
-            either |= part
-        condition |= Q(user__profile__timezone__in=zones) & either
+            times = (Q(**{f"{field_name}__gt": start.time()})
+                     | Q(**{f"{field_name}__lte": end.time()}))
+        condition |= Q(user__profile__timezone__in=zones) & times
     return condition
 
 
-def date_of_time_in_span(span: ZoneSpan, at: datetime.time) -> datetime.date | None:
-    """The local date on which `at` fell inside the span (the latest, if several)."""
-    day = span.end.date()
-    while day >= span.start.date():
-        moment = datetime.datetime.combine(day, at)
-        if span.start < moment <= span.end:
-            return day
-        day -= datetime.timedelta(days=1)
-    return None
+def dates_of_time_in_span(span: ZoneSpan, at: datetime.time) -> list[datetime.date]:
+    """The local dates on which `at` fell inside the span, oldest first (one for spans shorter
+    than a day)."""
+    dates = []
+    day = span.start.date()
+    while day <= span.end.date():
+        if span.start < datetime.datetime.combine(day, at) <= span.end:
+            dates.append(day)
+        day += datetime.timedelta(days=1)
+    return dates
 
 
 # --- The plan -------------------------------------------------------------------------------
@@ -200,12 +208,12 @@ def _daily_summaries(spans: list[ZoneSpan]) -> list[_Row]:
     rows = []
     for pref in _profiles(Q(user__profile__timezone__in=list(due))):
         zone = pref.user.profile.timezone
-        local_day = due[zone]
-        closed_day = local_day - datetime.timedelta(days=1)
-        rows.append(_Row(pref.user_id, pref.user.email, Kind.DAILY_SUMMARY,
-                         closed_day.isoformat(),
-                         local_to_utc(zone, datetime.datetime.combine(local_day, at)),
-                         pref, zone))
+        for local_day in due[zone]:
+            closed_day = local_day - datetime.timedelta(days=1)
+            rows.append(_Row(pref.user_id, pref.user.email, Kind.DAILY_SUMMARY,
+                             closed_day.isoformat(),
+                             local_to_utc(zone, datetime.datetime.combine(local_day, at)),
+                             pref, zone))
     return rows
 
 
@@ -217,11 +225,12 @@ def _weekly_reports(spans: list[ZoneSpan]) -> list[_Row]:
     rows = []
     for pref in _profiles(Q(user__profile__timezone__in=list(due))):
         zone = pref.user.profile.timezone
-        monday = due[zone]
-        year, week, _ = (monday - datetime.timedelta(days=7)).isocalendar()
-        rows.append(_Row(pref.user_id, pref.user.email, Kind.WEEKLY_REPORT,
-                         f"{year}-W{week:02d}",
-                         local_to_utc(zone, datetime.datetime.combine(monday, at)), pref, zone))
+        for monday in due[zone]:
+            year, week, _ = (monday - datetime.timedelta(days=7)).isocalendar()
+            rows.append(_Row(pref.user_id, pref.user.email, Kind.WEEKLY_REPORT,
+                             f"{year}-W{week:02d}",
+                             local_to_utc(zone, datetime.datetime.combine(monday, at)), pref,
+                             zone))
     return rows
 
 
@@ -231,12 +240,12 @@ def _study_reminders(spans: list[ZoneSpan]) -> list[_Row]:
     rows = []
     for pref in _profiles(condition):
         zone = pref.user.profile.timezone
-        day = date_of_time_in_span(by_zone[zone], pref.reminder_time)
-        if day is None:  # the filter is coarser than the span at a midnight edge
-            continue
-        rows.append(_Row(pref.user_id, pref.user.email, Kind.STUDY_REMINDER, day.isoformat(),
-                         local_to_utc(zone, datetime.datetime.combine(day, pref.reminder_time)),
-                         pref, zone))
+        # No date when the filter is coarser than the span (at a midnight edge).
+        for day in dates_of_time_in_span(by_zone[zone], pref.reminder_time):
+            rows.append(_Row(
+                pref.user_id, pref.user.email, Kind.STUDY_REMINDER, day.isoformat(),
+                local_to_utc(zone, datetime.datetime.combine(day, pref.reminder_time)), pref,
+                zone))
     return rows
 
 

@@ -199,7 +199,6 @@ def notifications_send_kind(kind: str, *, day: datetime.date | None = None,
             fresh.append(row)
     paused = kind in Notification.STUDENT_KINDS and sending.student_email_paused()
     contents = batch_contents(fresh, now=now) if fresh else []
-    to_send = []
     for row, content in zip(fresh, contents, strict=True):
         if content.skip:
             preview.add(row.address, row.period,
@@ -213,12 +212,13 @@ def notifications_send_kind(kind: str, *, day: datetime.date | None = None,
         else:
             preview.add(row.address, row.period,
                         "would send" if dry_run else "sending", "send")
-            to_send.append(row)
     if dry_run or not rows:
         return preview
     planning.write(rows, now=now)
+    # Every new row, not only those that go: the sender records the ones with nothing to say
+    # (or a goal met) as skipped now, as printed, instead of leaving them queued.
     ids = list(Notification.objects.filter(
-        kind=kind, status=Status.QUEUED, recipient__in=[r.recipient for r in to_send],
-        period__in={r.period for r in to_send}).values_list("pk", flat=True))
+        kind=kind, status=Status.QUEUED, recipient__in=[r.recipient for r in fresh],
+        period__in={r.period for r in fresh}).values_list("pk", flat=True))
     preview.result = sending.send_due(now=now, ids=ids).counts
     return preview

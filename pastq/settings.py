@@ -353,6 +353,33 @@ BACKUP_DECRYPTION_KEYS = [
 BACKUP_KEEP_LAST = env.int("BACKUP_KEEP_LAST", default=3)
 BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
 BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=4)
+# Seconds pg_dump / pg_restore / psql / the SQLite copy may run before they are stopped and
+# their files removed (0: three quarters of the maintenance queue's time limit, so the job
+# reports a timeout itself instead of being killed half-written).
+BACKUP_TOOL_TIMEOUT_SECONDS = env.int("BACKUP_TOOL_TIMEOUT_SECONDS", default=0)
+# A restore takes every table's lock first and gives up (changing nothing) after this long.
+BACKUP_RESTORE_LOCK_TIMEOUT_SECONDS = env.int("BACKUP_RESTORE_LOCK_TIMEOUT_SECONDS", default=30)
+# Where pg_dump, pg_restore and psql are, when not the first on PATH (they must be at least the
+# server's major version), e.g. /usr/lib/postgresql/16/bin.
+BACKUP_PG_BIN_DIR = env.str("BACKUP_PG_BIN_DIR", default="")
+# Off-site copies (optional): each verified backup is also copied to S3-compatible object
+# storage through django-storages' S3 backend. Credentials come from boto3's own environment
+# (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never from here. BACKUP_OFFSITE_STORAGE names the
+# STORAGES entry used (a test points it at a FileSystemStorage).
+BACKUP_OFFSITE_BUCKET = env.str("BACKUP_OFFSITE_BUCKET", default="")
+BACKUP_OFFSITE_STORAGE = "backups_offsite" if BACKUP_OFFSITE_BUCKET else ""
+if BACKUP_OFFSITE_BUCKET:
+    STORAGES["backups_offsite"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": BACKUP_OFFSITE_BUCKET,
+            "endpoint_url": env.str("BACKUP_OFFSITE_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("BACKUP_OFFSITE_REGION", default="") or None,
+            "location": env.str("BACKUP_OFFSITE_PREFIX", default="pastq-backups"),
+            "default_acl": "private",
+            "file_overwrite": True,
+        },
+    }
 # Health: free space under var/ below this is a warning (critical below a tenth of it); the last
 # verified backup older than this many hours is a warning.
 HEALTH_MIN_FREE_DISK_MB = env.int("HEALTH_MIN_FREE_DISK_MB", default=1024)

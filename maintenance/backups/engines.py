@@ -70,6 +70,11 @@ class BackupTimeout(BackupToolError):
     """A tool outlived its time limit and was stopped."""
 
 
+class BackupInvalid(BackupError):
+    """The backup itself is unusable: missing, damaged, not decryptable with the configured
+    keys, not a dump, or it does not restore. Verification records it as failed."""
+
+
 @dataclass
 class Snapshot:
     """What one dump (or one restored copy) holds."""
@@ -275,7 +280,7 @@ class SqliteEngine:
     def check_dump(self, dump_path: Path) -> None:
         with dump_path.open("rb") as stream:
             if stream.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-                raise BackupError("The backup does not hold a SQLite database.")
+                raise BackupInvalid("The backup does not hold a SQLite database.")
 
     def scratch_restore(self, dump_path: Path, *, workdir: Path, timeout: float) -> Snapshot:
         """Restore into a temporary file with the same API as a live restore, check its
@@ -293,11 +298,11 @@ class SqliteEngine:
                 target.close()
                 source.close()
             if problems != ["ok"]:
-                raise BackupError("The restored copy fails SQLite's integrity check: "
+                raise BackupInvalid("The restored copy fails SQLite's integrity check: "
                                   + "; ".join(problems[:5]))
             return _sqlite_snapshot(scratch)
         except sqlite3.Error as exc:
-            raise BackupError(f"The backup could not be restored into a scratch file: {exc}.") \
+            raise BackupInvalid(f"The backup could not be restored into a scratch file: {exc}.") \
                 from exc
         finally:
             for suffix in ("", "-wal", "-shm", "-journal"):
@@ -511,7 +516,7 @@ class PostgresEngine:
         anything that is not a readable custom-format archive."""
         with dump_path.open("rb") as stream:
             if stream.read(len(PG_DUMP_MAGIC)) != PG_DUMP_MAGIC:
-                raise BackupError("The backup does not hold a PostgreSQL custom-format dump.")
+                raise BackupInvalid("The backup does not hold a PostgreSQL custom-format dump.")
         try:
             done = subprocess.run([self.tool("pg_restore"), "--list", str(dump_path)],
                                   capture_output=True, text=True, env=self.env(),
@@ -519,7 +524,7 @@ class PostgresEngine:
         except subprocess.TimeoutExpired as exc:
             raise BackupTimeout("pg_restore --list took too long.") from exc
         if done.returncode != 0:
-            raise BackupError(f"pg_restore cannot read the dump: {done.stderr.strip()[-1500:]}")
+            raise BackupInvalid(f"pg_restore cannot read the dump: {done.stderr.strip()[-1500:]}")
         tables, blobs = [], False
         for line in done.stdout.splitlines():
             # "215; 1259 17568 TABLE public core_question postgres"
@@ -551,8 +556,13 @@ class PostgresEngine:
             try:
                 argv = [self.tool("pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
                         "--single-transaction", f"--dbname={scratch}", str(dump_path)]
-                self._run(argv, errors, timeout, "pg_restore into a scratch database",
-                          env=self.env(database=scratch))
+                try:
+                    self._run(argv, errors, timeout, "pg_restore into a scratch database",
+                              env=self.env(database=scratch))
+                except BackupTimeout:
+                    raise
+                except BackupToolError as exc:
+                    raise BackupInvalid(f"The backup does not restore: {exc}") from exc
                 db = self.connect(scratch)
                 try:
                     cursor = db.cursor()

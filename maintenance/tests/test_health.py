@@ -1,5 +1,9 @@
 """Health (maintenance/health.py): `manage.py health_check`, the watcher that alerts the staff
-once per problem, the health_checks job, and the /health/ endpoints for load balancers."""
+once per problem, the health_checks job, and the /health/ endpoints for load balancers.
+
+Here the other services are stubbed (Chroma answers, Gemini is not configured, mail stays in
+memory); their checks have their own tests: test_health_checks_services.py, and the local
+checks (disk, backup, failures, stored runs) test_health_checks_local.py."""
 
 import datetime
 import json
@@ -21,11 +25,21 @@ pytestmark = pytest.mark.django_db
 QUEUES = ["question_processing", "analytics", "maintenance", "notifications"]
 CHECK_KEYS = {"name", "status", "critical", "output", "observed", "unit", "duration_ms",
               "details"}
+OTHER_CHECKS = ["disk", "chroma", "gemini", "email", "backup"]
 
 
 @pytest.fixture(autouse=True)
 def _admins(settings):
     settings.ADMINS = [("Operators", "ops@example.com")]
+
+
+@pytest.fixture(autouse=True)
+def _other_services_stubbed(settings, monkeypatch):
+    settings.CHROMA_URL = "http://127.0.0.1:9"  # never opened: the probe is stubbed
+    settings.GEMINI_API_KEY = ""
+    settings.HEALTH_MIN_FREE_DISK_MB = 1
+    monkeypatch.setattr(health, "vector_index_probe", lambda: health.VectorIndexReading(
+        "server", "http://127.0.0.1:9", []))
 
 
 # --- manage.py health_check -----------------------------------------------------------------
@@ -39,8 +53,25 @@ def test_a_live_cluster_serving_every_queue_passes(run_command, mailoutbox):
     assert lines[0].startswith("PASS  database: ")
     for queue in QUEUES:
         assert f"PASS  queue:{queue}: served; 0 waiting, 0 running" in lines
-    assert lines[-1].startswith("Health: pass at ")
+    # No backup yet and mail kept in memory: warnings, which a fresh install may have.
+    assert "WARN  backup (warning only): no verified backup yet" in lines
+    assert lines[-1].startswith("Health: warn at ")
     assert not OpsAlert.objects.exists() and mailoutbox == []
+
+
+def test_everything_in_order_passes_and_health_shows_it(run_command, client, settings):
+    from maintenance.models import BackupRecord
+
+    settings.DEBUG = True  # mail kept on this machine is fine in development
+    make_presence()
+    BackupRecord.objects.create(name="pastq-1.dump", engine=connection.vendor,
+                                status=BackupRecord.Status.VERIFIED)
+    code, out, _ = run_command("health_check")
+    assert code == 0, out
+    assert out.splitlines()[-1].startswith("Health: pass at "), out
+    response, body = _get(client)
+    assert response.status_code == 200 and body["status"] == "pass", body
+    assert set(body["checks"]) == {"database", *(f"queue:{q}" for q in QUEUES), *OTHER_CHECKS}
 
 
 @pytest.mark.parametrize("status", ["running", "stopping"])
@@ -151,21 +182,31 @@ def test_json_prints_the_documented_report(run_command):
     code, out, _ = run_command("health_check", "--json")
     assert code == 0
     report = json.loads(out)
-    assert set(report) == {"status", "checked_at", "checks"}
-    assert report["status"] == "pass"
+    assert set(report) == {"status", "checked_at", "duration_ms", "checks"}
+    assert report["status"] == "warn"  # no backup yet, mail kept in memory: warnings only
     assert datetime.datetime.fromisoformat(report["checked_at"]).tzinfo is not None
-    assert [c["name"] for c in report["checks"]] == ["database"] + [f"queue:{q}" for q in QUEUES]
+    assert isinstance(report["duration_ms"], float) and report["duration_ms"] > 0
+    assert [c["name"] for c in report["checks"]] == (
+        ["database"] + [f"queue:{q}" for q in QUEUES] + OTHER_CHECKS)
+    critical = {c["name"]: c["critical"] for c in report["checks"]}
+    assert [name for name, is_critical in critical.items() if not is_critical] == [
+        "gemini", "email", "backup"]
     for check in report["checks"]:
         assert set(check) == CHECK_KEYS
-        assert check["status"] == "pass" and check["critical"] is True
+        assert check["status"] == ("warn" if check["name"] in ("email", "backup") else "pass")
         assert isinstance(check["output"], str) and isinstance(check["duration_ms"], float)
+        assert check["duration_ms"] > 0  # measured, every one
         assert isinstance(check["details"], dict)
     database, analytics = report["checks"][0], report["checks"][2]
     assert database["unit"] == "ms" and isinstance(database["observed"], float)
     assert analytics["observed"] == "running"
+    heartbeat = analytics["details"].pop("heartbeat_age_s")
+    assert 0.5 < heartbeat < 30
     assert analytics["details"] == {"liveness": "running", "waiting": 0, "running": 0,
                                     "delayed": 0, "oldest_waiting_s": None,
-                                    "clusters": ["pastq@worker-1:4242"]}
+                                    "clusters": ["pastq@worker-1:4242"],
+                                    "failed_last_hour": 0, "retries_last_hour": 0,
+                                    "failed_jobs_last_hour": {}}
 
 
 def test_json_of_a_failure(run_command):
@@ -175,7 +216,8 @@ def test_json_of_a_failure(run_command):
     report = json.loads(out)
     assert report["status"] == "fail"
     assert {c["name"]: c["status"] for c in report["checks"]} == {
-        "database": "pass", **{f"queue:{q}": "fail" for q in QUEUES}}
+        "database": "pass", **{f"queue:{q}": "fail" for q in QUEUES},
+        "disk": "pass", "chroma": "pass", "gemini": "pass", "email": "warn", "backup": "warn"}
 
 
 def test_a_negative_repeat_is_bad_usage(run_command):
@@ -218,10 +260,13 @@ def test_health_answers_200_when_every_cluster_is_dead(client):
         assert body["checks"][f"queue:{queue}"] == [{"status": "fail", "critical": True}]
 
 
-def test_health_passes_with_a_live_cluster(client):
+def test_health_with_a_live_cluster_and_only_warnings_is_200(client):
     make_presence()
     response, body = _get(client)
-    assert response.status_code == 200 and body["status"] == "pass"
+    assert response.status_code == 200 and body["status"] == "warn"
+    for queue in QUEUES:
+        assert body["checks"][f"queue:{queue}"] == [{"status": "pass", "critical": True}]
+    assert body["checks"]["backup"] == [{"status": "warn", "critical": False}]
 
 
 def test_health_is_503_only_when_the_database_fails(client):
@@ -232,6 +277,7 @@ def test_health_is_503_only_when_the_database_fails(client):
     assert body["status"] == "fail"
     assert body["checks"]["database"] == [{"status": "fail", "critical": True}]
     assert body["checks"]["queues"] == [{"status": "fail", "critical": True}]
+    assert set(body["checks"]) == {"database", "queues", *OTHER_CHECKS}
 
 
 def test_health_is_503_when_the_connection_cannot_give_a_cursor(client):

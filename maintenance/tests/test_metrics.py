@@ -3,6 +3,7 @@ a fixed number of queries whatever the data."""
 
 import datetime
 import uuid
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -300,3 +301,27 @@ def test_a_scrape_runs_the_same_queries_whatever_the_data(client, token,
     assert empty == seeded == more == 11
     with django_assert_max_num_queries(11):
         scrape(client)  # the token needs no session or permission query
+
+
+# --- The documentation and the dashboard ---------------------------------------------------
+
+
+def test_every_family_is_documented_and_on_the_dashboard_which_uses_no_other():
+    import json
+    import re
+
+    root = Path(settings.BASE_DIR)
+    names = {m.name for m in metrics_registry().collect()}
+    doc = (root / "docs" / "metrics.md").read_text()
+    dashboard = json.loads((root / "docs" / "grafana" / "pastq-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {re.sub(r"_(bucket|gcount|gsum)$", "", n)
+            for n in re.findall(r"\bpastq_[a-z0-9_]+", " ".join(exprs))}
+
+    assert all(f"`{name}`" in doc for name in names), names - set(re.findall(r"`(pastq_\w+)`", doc))
+    assert used == names
+    assert dashboard["schemaVersion"] == 39
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["DS_PROMETHEUS"]
+    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dashboard["panels"]
+               if p["type"] != "row")
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

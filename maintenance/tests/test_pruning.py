@@ -8,7 +8,7 @@ from django_q.models import Task
 
 from core.jobs.models import ClusterPresence, JobRun
 from core.tests.conftest import deliver
-from maintenance import tasks
+from maintenance import pruning, tasks
 from maintenance.models import OpsAlert
 from maintenance.pruning import job_records_prune
 from maintenance.tests.conftest import make_presence, make_run
@@ -55,6 +55,40 @@ def test_less_than_a_day_is_refused(days):
     assert JobRun.objects.count() == 1 and OpsAlert.objects.count() == 2
 
 
+def test_a_dry_run_counts_what_goes_and_batches_delete_the_same(monkeypatch):
+    monkeypatch.setattr(pruning, "SQLITE_PAUSE_S", 0)
+    for n in range(3):
+        _records(datetime.timedelta(days=40 + n), f"old{n}")
+    _records(datetime.timedelta(days=2), "new")
+    counts = (JobRun.objects.count(), Task.objects.count(), ClusterPresence.objects.count(),
+              OpsAlert.objects.count())
+
+    dry = job_records_prune(days=30, dry_run=True)
+
+    assert (JobRun.objects.count(), Task.objects.count(), ClusterPresence.objects.count(),
+            OpsAlert.objects.count()) == counts
+    assert dry == job_records_prune(days=30, batch_size=2) == {
+        "job_runs_deleted": 3, "task_results_deleted": 3, "presences_deleted": 3,
+        "alerts_deleted": 3}
+    assert list(Task.objects.values_list("name", flat=True)) == ["new"]
+
+
+def test_batches_read_keys_after_the_last_and_always_end():
+    """A batch whose rows no longer match when it runs leaves them; the next batch starts
+    after them, so the loop ends."""
+    for n in range(5):
+        _records(datetime.timedelta(days=40), f"old{n}")
+    kept_back = iter([True, False, True])
+
+    def change(batch):  # changes only every other batch
+        return batch.delete()[0] if not next(kept_back, False) else 0
+
+    changed = pruning.rows_change_in_batches(JobRun.objects.all(), change, batch_size=2)
+    assert changed == 2 and JobRun.objects.count() == 3
+    with pytest.raises(ValueError, match="at least one row"):
+        pruning.rows_change_in_batches(JobRun.objects.all(), change, batch_size=0)
+
+
 def test_the_job_prunes_with_30_days_by_default_and_is_recorded():
     _records(datetime.timedelta(days=31), "old")
     _records(datetime.timedelta(days=29), "new")
@@ -62,6 +96,15 @@ def test_the_job_prunes_with_30_days_by_default_and_is_recorded():
     assert result["job_runs_deleted"] == 1 and result["presences_deleted"] == 1
     run = JobRun.objects.get(task_id="p" * 32)
     assert run.outcome == "succeeded" and run.queue == "maintenance"
+
+
+def test_the_job_takes_its_retention_from_the_setting(settings):
+    settings.CLEANUP_JOB_RECORD_DAYS = 7
+    _records(datetime.timedelta(days=8), "old")
+    _records(datetime.timedelta(days=6), "new")
+    result = deliver({"id": "q" * 32, "func": "maintenance.tasks.job_records_prune"})
+    assert result == {"job_runs_deleted": 1, "task_results_deleted": 1, "presences_deleted": 1,
+                      "alerts_deleted": 1}
 
 
 def test_the_job_refuses_zero_days_and_does_not_retry(django_capture_on_commit_callbacks):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from anymail.backends.test import EmailBackend as AnymailTestBackend
 from anymail.message import AnymailRecipientStatus
 from django.conf import settings as django_settings
@@ -127,8 +128,8 @@ class ScriptedEspBackend(AnymailTestBackend):
             mail.outbox.append(message)
             message.anymail_test_params = payload.get_params()
             return {"recipient_status": {
-                email: AnymailRecipientStatus(message_id=None, status=answer)
-                for email in payload.recipient_emails}}
+                address: AnymailRecipientStatus(message_id=None, status=answer)
+                for address in payload.recipient_emails}}
         return super().post_to_esp(payload, message)
 
 
@@ -231,8 +232,6 @@ class SlowSmtpHandler:
 def slow_smtp(settings):
     """SMTP to a loopback server that answers the first message's DATA after 1.5 s, with the
     client's EMAIL_TIMEOUT at 1 s."""
-    from aiosmtpd.controller import Controller
-
     handler = SlowSmtpHandler(delay=1.5, slow=1)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from analytics.reports import student_weekly_reports_build
 from core.models import Achievement
 from core.services import attempt_record
 from core.tests.factories import make_question
-from notifications import services
+from notifications import services, tasks
 from notifications.models import EmailDelivery, Notification, UndeliverableAddress
 from notifications.services import notifications_dispatch
 from notifications.tests.conftest import at, daily_stats, ledger, planned_until, sent_to
@@ -75,7 +75,7 @@ ZONES = {
 
 def test_every_zone_gets_one_summary_and_one_reminder_a_day_at_its_local_time(
         make_student, outbox):
-    start, end = at("2026-10-31 10:00"), at("2026-11-03 00:00")
+    start, end = at("2026-10-31 10:00"), at("2026-11-02 14:00")
     students = {zone: make_student(zone, weekly_report=False) for zone in ZONES}
     for zone, offset in ZONES.items():
         if offset is not None:
@@ -221,6 +221,20 @@ def test_a_dispatcher_down_for_hours_skips_what_left_its_window_and_sends_the_re
     assert statuses(missed, late) == [(Status.SKIPPED, Reason.OUTSIDE_WINDOW), (Status.SENT, "")]
     assert ledger(user=missed).get().due_at == at("2026-12-09 08:00")
     assert [m.to for m in outbox] == [[late.email]]
+
+
+def test_a_dispatcher_down_for_more_than_a_day_records_every_send_it_missed(
+        make_student, outbox):
+    student = make_student("UTC")  # summaries at 08:00, reminders at 18:00
+    notifications_dispatch(now=at("2026-12-08 06:00"))
+    # Down for 30 hours, past two summaries and a reminder.
+    notifications_dispatch(now=at("2026-12-09 12:00"))
+
+    assert [(r.kind, r.period, r.status, r.reason) for r in ledger(user=student)] == [
+        (Kind.DAILY_SUMMARY, "2026-12-07", Status.SKIPPED, Reason.OUTSIDE_WINDOW),
+        (Kind.DAILY_SUMMARY, "2026-12-08", Status.SKIPPED, Reason.OUTSIDE_WINDOW),
+        (Kind.STUDY_REMINDER, "2026-12-08", Status.SKIPPED, Reason.OUTSIDE_WINDOW)]
+    assert outbox == []
 
 
 # --- The pause ------------------------------------------------------------------------------
@@ -375,3 +389,26 @@ def test_a_weekly_report_with_nothing_to_say_is_skipped_at_once_not_waited_for(
     row = ledger(user=idle, kind=Kind.WEEKLY_REPORT).get()
     assert (row.status, row.reason) == (Status.SKIPPED, Reason.NOTHING_TO_SAY)
     assert outbox == []
+
+
+# --- The tasks --------------------------------------------------------------------------------
+
+
+def test_the_tasks_hand_what_is_left_to_a_follow_up_send_job(make_student, outbox, settings):
+    settings.NOTIFICATIONS_BATCH_SIZE = 1
+    students = [make_student(), make_student()]
+    planned_until(at("2026-12-09 07:45"))
+
+    # A time budget used up by the first batch.
+    with clock(at("2026-12-09 08:00")), \
+            mock.patch("notifications.sending.time_budget", return_value=0), \
+            mock.patch("notifications.tasks.enqueue") as enqueue:
+        first = tasks.dispatch()
+        assert first["sent"] == {Status.SENT: 1, "batches": 1, "more": True}
+        enqueue.assert_called_once_with("notifications.tasks.send_queued")
+        enqueue.reset_mock()
+        follow_up = tasks.send_queued()
+        assert follow_up == {Status.SENT: 1, "batches": 1, "more": False}
+        enqueue.assert_not_called()
+
+    assert sorted(m.to[0] for m in outbox) == sorted(s.email for s in students)

@@ -16,10 +16,11 @@ from anymail.exceptions import (
     AnymailRequestsAPIError,
 )
 
-from analytics.reports import student_weekly_reports_build
+from analytics.models import Report
+from analytics.reports import admin_report_build, student_weekly_reports_build
 from core.services import attempt_record
 from core.tests.factories import make_question
-from notifications import sending
+from notifications import rendering, sending, services
 from notifications.models import Notification, UndeliverableAddress
 from notifications.sending import PERMANENT, RETRY, UNKNOWN, classify, send_due
 from notifications.services import notifications_dispatch, notifications_resend
@@ -32,9 +33,13 @@ Reason = Notification.Reason
 EIGHT = at("2026-12-09 08:00")
 
 
-def due_at_eight(*students):
-    """The next dispatcher run (at 08:00 UTC) plans the daily summaries of UTC students."""
+def due_at_eight():
+    """The next dispatcher run, at 08:00 UTC, plans the daily summaries of UTC students."""
     planned_until(EIGHT - datetime.timedelta(minutes=15))
+
+
+def statuses_by_user(users) -> list[tuple[str, str]]:
+    return [tuple(ledger(user=u).values_list("status", "reason").get()) for u in users]
 
 
 def api_error(status=None, cause=None):
@@ -108,7 +113,7 @@ def test_retry_delays_double_up_to_four_hours(settings):
 
 
 @pytest.mark.django_db
-def test_an_email_services_answers_are_recorded_per_message(make_student, esp):
+def test_an_email_services_answers_are_recorded_per_message(make_student, esp, outbox):
     unavailable = make_student(email="unavailable@example.com")
     delivered = make_student(email="delivered@example.com")
     refused = make_student(email="refused@example.com")
@@ -134,18 +139,18 @@ def test_an_email_services_answers_are_recorded_per_message(make_student, esp):
     }
     assert rows[unavailable.email].retry_at == EIGHT + datetime.timedelta(seconds=60)
     assert rows[refused.email].retry_at is rows[rejected.email].retry_at is None
-    [message] = [m for m in esp_outbox() if m.to == [delivered.email]]
+    [message] = [m for m in outbox if m.to == [delivered.email]]
     assert rows[delivered.email].message_id == str(message.anymail_status.message_id)
     assert list(UndeliverableAddress.objects.values_list("address", "reason")) == [
         (rejected.email, "rejected")]
 
     # Later: the temporary failure is tried again and goes; nothing else is sent again.
     esp.answers.clear()
-    before = len(esp_outbox())
+    before = len(outbox)
     send_due(now=EIGHT + datetime.timedelta(minutes=2))
     send_due(now=EIGHT + datetime.timedelta(minutes=30))
 
-    assert [m.to[0] for m in esp_outbox()[before:]] == [unavailable.email]
+    assert [m.to[0] for m in outbox[before:]] == [unavailable.email]
     retried = ledger(user=unavailable).get()
     assert (retried.status, retried.attempts, retried.retry_at) == (Status.SENT, 2, None)
     assert Counter(ledger().values_list("status", flat=True)) == {
@@ -154,12 +159,6 @@ def test_an_email_services_answers_are_recorded_per_message(make_student, esp):
     planned_until(EIGHT + datetime.timedelta(hours=23, minutes=45))
     notifications_dispatch(now=EIGHT + datetime.timedelta(days=1))
     assert ledger(user=rejected, period="2026-12-09").get().reason == Reason.UNDELIVERABLE
-
-
-def esp_outbox():
-    from django.core import mail
-
-    return mail.outbox
 
 
 # --- SMTP -----------------------------------------------------------------------------------
@@ -285,9 +284,7 @@ def test_a_weekly_report_carries_its_chart_inline(make_student, smtp):
 
 @pytest.mark.django_db
 def test_staff_mail_has_the_subject_prefix_and_no_unsubscribe_header(smtp):
-    from notifications.services import test_email_send
-
-    row = test_email_send(to="ops@example.org", sent_by="Ana")
+    row = services.test_email_send(to="ops@example.org", sent_by="Ana")
 
     [message] = smtp.messages
     assert row.status == Status.SENT
@@ -320,8 +317,6 @@ def test_rows_a_dead_sender_left_sending_become_unknown_and_are_not_sent_again(
 
 @pytest.mark.django_db
 def test_an_email_that_cannot_be_rendered_fails_alone(make_student, outbox):
-    from notifications import rendering
-
     students = [make_student() for _ in range(3)]
     due_at_eight()
     real_render = rendering.email_render
@@ -344,5 +339,24 @@ def test_an_email_that_cannot_be_rendered_fails_alone(make_student, outbox):
     assert ledger(status=Status.SENDING).count() == 0
 
 
-def statuses_by_user(users):
-    return [tuple(ledger(user=u).values_list("status", "reason").get()) for u in users]
+@pytest.mark.django_db
+def test_admin_reports_go_to_each_staff_address_once_with_their_chart(smtp, settings, catalogue):
+    settings.NOTIFICATIONS_STAFF_EMAILS = ["ops@example.org", "Boss@Example.org"]
+    now = at("2026-12-09 12:30")
+    report = admin_report_build(Report.Kind.ADMIN_DAILY, datetime.date(2026, 12, 7), now=now)
+
+    first = notifications_dispatch(now=now)
+    again = notifications_dispatch(now=now + datetime.timedelta(minutes=15))
+
+    assert (first["staff_queued"], again["staff_queued"]) == (2, 0)
+    assert sorted(m["To"] for m in smtp.messages) == ["boss@example.org", "ops@example.org"]
+    for message in smtp.messages:
+        assert message["Subject"].startswith("[pastq] Daily report 2026-12-07")
+        assert message["List-Unsubscribe"] is None
+        assert message.get_content_type() == "multipart/related"
+        [image] = [p for p in message.iter_parts() if p.get_content_type() == "image/png"]
+        assert image["Content-ID"] == "<chart@pastq>"
+        assert image.get_content() == bytes(report.chart_png)
+        assert 'src="cid:chart@pastq"' in message.get_body(("html",)).get_content()
+    assert set(ledger().values_list("kind", "period", "status")) == {
+        (Kind.ADMIN_REPORT, "admin_daily:2026-12-07", Status.SENT)}

@@ -38,9 +38,9 @@ def describe(part: str, counts: dict, dry_run: bool) -> str:
                 f"{_many(counts['alerts_deleted'], 'resolved alert')} {deleted}")
     if part == "email":
         emptied = "would be emptied" if dry_run else "emptied"
-        return (f"{_many(counts['emails_emptied'], 'sent email')} and "
-                f"{_many(counts['reports_emptied'], 'report')} {emptied} of their stored HTML "
-                "(the ledger rows and the figures stay)")
+        entries = _many(counts["emails_emptied"], "email ledger entry", "email ledger entries")
+        return (f"{entries} and {_many(counts['reports_emptied'], 'report')} {emptied} of "
+                "their stored HTML (the ledger rows and the figures stay)")
     if part == "tmp":
         return (f"{_many(counts['files_deleted'], 'temporary file')} "
                 f"({_size(counts['bytes_freed'])}) and "
