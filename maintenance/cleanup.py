@@ -81,17 +81,23 @@ def _sessions_delete_without_attempts(keys: list[int],
     condition the database checks as it deletes. Not QuerySet.delete(): Attempt.session is
     on_delete=CASCADE, and Django's delete would first delete the attempts it finds for these
     sessions. Here an attempt written since the keys were read keeps its session (NOT EXISTS),
-    and one being written now fails its foreign key check instead of being lost. Nothing else
-    references a session (a test pins it), so this skips no cascade that should have run."""
+    and on PostgreSQL one committed while this statement runs makes a foreign-key check fail
+    (the attempt's or this delete's, whichever comes second) instead of being lost; SQLite
+    admits one writer at a time. Nothing else references a session (a test pins it), so this
+    skips no cascade that should have run."""
     if not keys:
         return 0
     ops = connection.ops
     session_table = ops.quote_name(PracticeSession._meta.db_table)
     attempt_table = ops.quote_name(Attempt._meta.db_table)
     session_pk = ops.quote_name(PracticeSession._meta.pk.column)
+
+    def column(name: str) -> str:
+        return ops.quote_name(PracticeSession._meta.get_field(name).column)
+
     sql = (
         f"DELETE FROM {session_table} WHERE {session_pk} IN ({', '.join(['%s'] * len(keys))}) "
-        f"AND {ops.quote_name('status')} = %s AND {ops.quote_name('last_activity_at')} < %s "
+        f"AND {column('status')} = %s AND {column('last_activity_at')} < %s "
         f"AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {attempt_table}."
         f"{ops.quote_name(Attempt._meta.get_field('session').column)} = "
         f"{session_table}.{session_pk})"

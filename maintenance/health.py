@@ -70,8 +70,9 @@ logger = logging.getLogger("pastq.health")
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
 # Each probe of another service gets this long, whatever that service's own client would wait
-# (CHROMA_TIMEOUT is 30 s, made for real work): a health check must answer quickly.
-PROBE_TIMEOUT_SECONDS = {"chroma": 5.0, "gemini": 5.0, "email": 5.0}
+# (CHROMA_TIMEOUT is 30 s, made for real work): a health check must answer quickly. Chroma's
+# includes importing chromadb in a fresh process (1-5 s; health_check from cron is one).
+PROBE_TIMEOUT_SECONDS = {"chroma": 10.0, "gemini": 5.0, "email": 5.0}
 PROBES = ("chroma", "gemini", "email")  # the checks that call other services
 # /health/ shows the probes as the latest stored run found them while it is this recent (the
 # job runs every 5 minutes); older, they are reported as not checked.

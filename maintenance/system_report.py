@@ -29,7 +29,7 @@ from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from core.jobs import RetryPolicy, job, liveness
+from core.jobs import liveness
 from core.jobs.models import JobRun
 from core.models import Attempt, Question, QuestionStep, StudentProfile
 from maintenance.health import health_report
@@ -160,7 +160,9 @@ def disk_figures() -> dict:
     usage = shutil.disk_usage(settings.VAR_DIR)
     return {"path": str(settings.VAR_DIR), "total_bytes": usage.total, "used_bytes": usage.used,
             "free_bytes": usage.free,
-            "used_percent": round(usage.used / usage.total * 100, 1) if usage.total else None}
+            # As df counts it: of the space a user may fill (root's reserve left out).
+            "used_percent": round(usage.used / (usage.used + usage.free) * 100, 1)
+            if usage.used + usage.free else None}
 
 
 def _backup(record: BackupRecord | None, now: datetime.datetime) -> dict | None:
@@ -196,7 +198,7 @@ def health_figures(now: datetime.datetime) -> dict:
         checks = [c for c in (latest.checks if isinstance(latest.checks, list) else [])
                   if isinstance(c, dict)]
         return {"status": latest.status, "checked_at": _iso(latest.checked_at),
-                "source": f"health check run #{latest.pk} ({latest.source})",
+                "source": f"stored run #{latest.pk}, from the {latest.source}",
                 "problems": [{"name": str(c.get("name", "?")), "status": c.get("status"),
                               "critical": bool(c.get("critical")),
                               "output": str(c.get("output", ""))}
@@ -298,6 +300,12 @@ def _ms_text(ms: float | None) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
+def _runs_text(entry: dict) -> str:
+    runs = entry["runs"]
+    return (f"{runs:,} run{'' if runs == 1 else 's'}, {entry['failures']:,} failed, "
+            f"{_rate_text(entry['success_rate'])}")
+
+
 def _rate_text(rate: float | None) -> str:
     return "no finished run" if rate is None else f"{rate * 100:.1f}% succeeded"
 
@@ -355,12 +363,10 @@ def system_report_sections(data: dict) -> list[dict]:
 
     job_rows = []
     if jobs["runs"]:
-        job_rows.append(["All jobs", f"{jobs['runs']:,} runs, {jobs['failures']:,} failed, "
-                                     f"{_rate_text(jobs['success_rate'])}"])
+        job_rows.append(["All jobs", _runs_text(jobs)])
     for entry in jobs["by_job"]:
         d = entry["duration_ms"]
-        text = (f"{entry['runs']:,} runs, {entry['failures']:,} failed, "
-                f"{_rate_text(entry['success_rate'])}")
+        text = _runs_text(entry)
         if d["p50"] is not None:
             text += (f"; took {_ms_text(d['p50'])} median, {_ms_text(d['p95'])} p95, "
                      f"{_ms_text(d['max'])} max")
@@ -371,8 +377,8 @@ def system_report_sections(data: dict) -> list[dict]:
     sections.append({"heading": "Database and disk", "rows": [
         ["Database", f"{database['vendor']}, {size_text(database['size_bytes'])}"],
         [f"Disk under {disk['path']}",
-         f"{size_text(disk['free_bytes'])} free of {size_text(disk['total_bytes'])} "
-         f"({disk['used_percent']}% used)"],
+         f"{size_text(disk['free_bytes'])} free, {size_text(disk['used_bytes'])} used "
+         f"({disk['used_percent']}% full)"],
     ]})
 
     backups = data["backups"]
@@ -384,7 +390,7 @@ def system_report_sections(data: dict) -> list[dict]:
     sections.append({"heading": "Backups", "rows": backup_rows})
 
     health_rows = [["Status", f"{STATUS_WORDS.get(health['status'], health['status'])} "
-                              f"({health['source']}, {_moment_text(health['checked_at'])})"]]
+                              f"({health['source']}, at {_moment_text(health['checked_at'])})"]]
     health_rows += [[p["name"], f"{p['status']}{' (critical)' if p['critical'] else ''}: "
                                 f"{p['output']}"] for p in health["problems"]]
     sections.append({"heading": "Health", "rows": health_rows})
@@ -440,12 +446,3 @@ def system_report_send(report: SystemReport) -> list[Notification]:
     return staff_email_queue(kind=Notification.Kind.SYSTEM_REPORT,
                              period=f"system:{report.day.isoformat()}",
                              context=system_report_context(report))
-
-
-@job(queue="maintenance", retry=RetryPolicy(max_attempts=3))
-def system_report(day: str | None = None) -> dict:
-    """Daily at 06:30 UTC: build the report on the day that just ended (or `day`, an ISO date)
-    and mail it to the staff."""
-    report = system_report_build(day=datetime.date.fromisoformat(day) if day else None)
-    mailed = system_report_send(report)
-    return {"day": report.day.isoformat(), "status": report.status, "mailed_to": len(mailed)}

@@ -1,9 +1,12 @@
 """django-q entry points of the maintenance app: thin, primitive arguments, a small dict back."""
 
+import datetime
+
 from django.conf import settings
 
 from core.jobs import NO_RETRY, RetryPolicy, job, job_spec
 from maintenance import cleanup, health, optimise, pruning
+from maintenance.system_report import system_report_build, system_report_send
 
 # A cleanup job stops starting batches after this share of its queue's time limit; what is
 # left waits for the next night (each part is idempotent).
@@ -93,3 +96,12 @@ def _optimise_summary(report: dict) -> dict:
             "size_after_bytes": report["size_after_bytes"],
             "checkpoint": report["checkpoint"], "integrity": report["integrity"],
             "duration_ms": report["duration_ms"]}
+
+
+@job(queue="maintenance", retry=RetryPolicy(max_attempts=3))
+def system_report(day: str | None = None) -> dict:
+    """Daily at 06:30 UTC: build the report on the day that just ended (or `day`, an ISO date)
+    and mail it to the staff."""
+    report = system_report_build(day=datetime.date.fromisoformat(day) if day else None)
+    mailed = system_report_send(report)
+    return {"day": report.day.isoformat(), "status": report.status, "mailed_to": len(mailed)}

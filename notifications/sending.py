@@ -11,7 +11,9 @@ record each outcome. At most once (docs/notifications.md, "The send ledger"):
    handed over) is `unknown` and never sent again automatically.
 3. Record: outcomes are written every FLUSH_EVERY messages in one UPDATE each. A worker that
    dies between the send and the record leaves its rows `sending`; `sending_sweep` marks rows
-   claimed longer ago than the queue's time limit `unknown` (interrupted), not queued.
+   claimed longer ago than the queue's time limit `unknown` (interrupted), not queued. A batch
+   that stops early but in order (an error, or a worker told to stop) puts the rows it never
+   handed over back in the queue; only the message being handed over is left to the sweep.
 """
 
 from __future__ import annotations
@@ -250,14 +252,18 @@ def render_row(row: Notification, context: dict) -> RenderedEmail:
 
 def send_batch(rows: list[Notification], *, now: datetime.datetime,
                outcome: SendOutcome, rate: _Rate | None = None) -> None:
-    """Send claimed rows over one connection and record every outcome."""
+    """Send claimed rows over one connection and record every outcome. Rows never handed
+    over when the batch stops early (an error, or the worker told to stop) go back to the
+    queue; only the one being handed over at that moment is left for the sweep."""
     rate = rate or _Rate(settings.NOTIFICATIONS_SEND_RATE)
-    contents = batch_contents(rows, now=now)
     pending: list[Notification] = []
+    recorded: set[int] = set()
+    in_flight = None
     undeliverable: list[tuple[str, str]] = []
     connection = get_connection(fail_silently=False)
     opened, open_error = False, None
     try:
+        contents = batch_contents(rows, now=now)
         for row, content in zip(rows, contents, strict=True):
             if content.skip:
                 _set(row, Status.SKIPPED, content.skip, content.skip_detail, now)
@@ -276,6 +282,7 @@ def send_batch(rows: list[Notification], *, now: datetime.datetime,
                     _failed(row, Verdict(PERMANENT, Reason.ERROR,
                                          f"{type(exc).__name__}: {exc}"[:2000]), now)
                     pending.append(row)
+                    recorded.add(row.pk)
                     outcome.add(row.status)
                     continue
                 row.subject, row.text, row.html = rendered.subject[:255], rendered.text, rendered.html
@@ -290,9 +297,11 @@ def send_batch(rows: list[Notification], *, now: datetime.datetime,
                 if open_error is not None:
                     _failed(row, open_error, now)
                     pending.append(row)
+                    recorded.add(row.pk)
                     outcome.add(row.status)
                     continue
                 rate.wait()
+                in_flight = row.pk
                 try:
                     sent = connection.send_messages([message])
                 except Exception as exc:  # noqa: BLE001  (classified: every error is recorded)
@@ -312,16 +321,32 @@ def send_batch(rows: list[Notification], *, now: datetime.datetime,
                         _failed(row, Verdict(RETRY, Reason.CONNECTION,
                                              "The backend sent nothing."), now)
             pending.append(row)
+            recorded.add(row.pk)
+            in_flight = None
             outcome.add(row.status)
             if len(pending) >= FLUSH_EVERY:
                 _flush(pending)
                 pending = []
     finally:
         _flush(pending)
+        _release([r for r in rows if r.pk not in recorded and r.pk != in_flight], now)
         if undeliverable:
             _undeliverable_record(undeliverable, now)
         if opened:
             _close_quietly(connection)
+
+
+def _release(rows: list[Notification], now) -> None:
+    """Claimed rows never handed over go back to the queue, the attempt not counted (rather
+    than staying `sending` for the sweep to call unknown: nothing of them left)."""
+    if not rows:
+        return
+    try:
+        Notification.objects.filter(
+            pk__in=[r.pk for r in rows], claim=rows[0].claim, status=Status.SENDING,
+        ).update(status=Status.QUEUED, claim="", attempts=F("attempts") - 1, updated_at=now)
+    except Exception:  # noqa: BLE001  (the error that stopped the batch is the one to raise)
+        logger.exception("could not put %d unsent notifications back in the queue", len(rows))
 
 
 def _close_quietly(connection) -> None:

@@ -32,6 +32,25 @@ SCHEDULES: list[Periodic] = [
     Periodic("health-checks", "maintenance.tasks.health_checks", "*/5 * * * *",
              description="queues served and moving; alerts the staff (health_check from "
                          "outside watches the cluster itself)"),
+    Periodic("session-cleanup", "maintenance.tasks.session_cleanup", "0 3 * * *",
+             description="open practice sessions idle past CLEANUP_SESSION_IDLE_HOURS "
+                         "abandoned; abandoned ones without attempts past "
+                         "CLEANUP_ABANDONED_SESSION_DAYS deleted (attempts never are)"),
+    Periodic("token-cleanup", "maintenance.tasks.token_cleanup", "30 3 * * *",
+             description="API tokens expired or revoked past CLEANUP_TOKEN_GRACE_DAYS; expired "
+                         "login sessions"),
+    Periodic("database-optimise", "maintenance.tasks.database_optimise", "0 5 * * 0",
+             description="VACUUM (ANALYZE) where dead rows pile up and a size report "
+                         "(PostgreSQL); PRAGMA optimize, WAL checkpoint, integrity check "
+                         "(SQLite)"),
+    Periodic("tmp-cleanup", "maintenance.tasks.tmp_cleanup", "30 5 * * *",
+             description="var/tmp files past CLEANUP_TMP_HOURS; stored email and report HTML "
+                         "past CLEANUP_EMAIL_HTML_DAYS; health-check runs past their "
+                         "retention"),
+    Periodic("system-report", "maintenance.tasks.system_report", "30 6 * * *",
+             description="the daily system report on the UTC day that ended (growth, jobs, "
+                         "queues, database and disk, backups, health, AI backlog), stored and "
+                         "mailed to the staff once"),
     Periodic("job-records-prune", "maintenance.tasks.job_records_prune", "45 3 * * *",
              description="delete finished job records, task results, old presences and "
                          "resolved alerts past their retention"),

@@ -19,6 +19,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 
 from analytics.api import api
+from maintenance import metrics_views
 from maintenance.urls import health_patterns, operations_patterns
 
 urlpatterns = [
@@ -31,6 +32,8 @@ urlpatterns = [
     # with ANYMAIL_WEBHOOK_SECRET (notifications/webhooks.py records bounces and complaints).
     path("anymail/", include("anymail.urls")),
     # Before the admin's own URLs, which end with a catch-all.
+    # Prometheus scrapes this (bearer HEALTH_TOKEN, or staff): docs/metrics.md.
+    path("metrics", metrics_views.metrics, name="metrics"),
     path("admin/operations/", include(operations_patterns)),
     path('admin/', admin.site.urls),
 ]

@@ -188,7 +188,7 @@ def test_the_figures_equal_hand_computed_ones(clock, settings):
 
     health = figures["health"]
     assert health["status"] == "warn"
-    assert health["source"].startswith("health check run #")
+    assert health["source"].startswith("stored run #")
     assert health["problems"] == [{"name": "backup", "status": "warn", "critical": False,
                                    "output": "the last verified backup is 29 h old"}]
 
@@ -292,13 +292,13 @@ def test_the_job_builds_and_mails(clock, settings):
     now, day, _start = clock
     settings.NOTIFICATIONS_STAFF_EMAILS = ["ops@example.org"]
 
-    result = deliver({"id": "r" * 32, "func": "maintenance.system_report.system_report",
+    result = deliver({"id": "r" * 32, "func": "maintenance.tasks.system_report",
                       "args": [day.isoformat()]})
 
     assert result["day"] == day.isoformat() and result["mailed_to"] == 1
     assert SystemReport.objects.get().day == day
     assert Notification.objects.get(kind="system_report").period == f"system:{day.isoformat()}"
-    run = JobRun.objects.get(job="maintenance.system_report.system_report")
+    run = JobRun.objects.get(job="maintenance.tasks.system_report")
     assert run.outcome == JobRun.Outcome.SUCCEEDED and run.queue == "maintenance"
 
 

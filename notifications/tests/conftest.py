@@ -8,6 +8,7 @@ import email
 import email.policy
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from anymail.backends.test import EmailBackend as AnymailTestBackend
 from anymail.message import AnymailRecipientStatus
 from django.conf import settings as django_settings
 from django.core import mail
+from django.db import connection
 
 from analytics.models import DailyStudentStats, ReviewCard
 from core.services import student_create
@@ -186,6 +188,10 @@ def dispatcher_processes(tmp_path):
     dispatchers, which wait until all are connected and are released together. Returns
     (exit code, output)."""
 
+    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(
+            ("file:memorydb", ":memory:")):
+        pytest.skip("needs a file-backed test database")
+
     def run(n: int, now: datetime.datetime, **env) -> tuple[int, str]:
         full_env = {
             **os.environ,
@@ -197,14 +203,20 @@ def dispatcher_processes(tmp_path):
         }
         process = subprocess.Popen(
             [sys.executable, "-c", _DISPATCHERS, str(tmp_path), str(n), now.isoformat()],
-            cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
         deadline = time.monotonic() + 60
         while not all((tmp_path / f"ready-{i}").exists() for i in range(n)):
             if process.poll() is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.005)
         (tmp_path / "go").touch()
-        output, _ = process.communicate(timeout=120)
+        try:
+            output, _ = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the dispatchers' own process group
+            process.wait()
+            raise
         return process.returncode, output
 
     return run

@@ -8,6 +8,7 @@ from django.utils import timezone
 from analytics.models import StudentAchievement
 from core.models import Achievement
 from notifications.models import Notification, UndeliverableAddress
+from notifications.services import student_email_pause
 from notifications.tests.conftest import ledger
 
 Kind = Notification.Kind
@@ -94,6 +95,31 @@ def test_achievements_are_only_claimed_by_a_real_run(run_command, make_student, 
     assert earned.announced_at is not None
     assert ledger(kind=Kind.ACHIEVEMENT).get().status == Status.SENT
     assert [m.to for m in outbox] == [["winner@example.com"]]
+
+
+def test_while_student_email_is_paused_it_says_so_and_sends_nothing(
+        run_command, students, outbox):
+    student_email_pause()
+    code, out, _ = run_command("send_notifications", "--kind", "daily_summary",
+                               "--date", "2026-12-08", "--user", "ready@example.com")
+
+    assert code == 0
+    assert lines_of(out)["ready@example.com"].endswith("waits: student email is paused")
+    assert outbox == []
+    assert ledger().get().status == Status.QUEUED  # it goes when email is resumed
+
+
+def test_a_send_that_fails_exits_1(run_command, students, settings, closed_port):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", closed_port
+
+    code, out, err = run_command("send_notifications", "--kind", "daily_summary",
+                                 "--date", "2026-12-08", "--user", "ready@example.com")
+
+    assert code == 1
+    assert "Outcome: 1 failed" in out
+    assert "Some emails were not sent" in err and "Traceback" not in err
+    assert ledger().get().status == Status.FAILED
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -360,3 +360,39 @@ def test_admin_reports_go_to_each_staff_address_once_with_their_chart(smtp, sett
         assert 'src="cid:chart@pastq"' in message.get_body(("html",)).get_content()
     assert set(ledger().values_list("kind", "period", "status")) == {
         (Kind.ADMIN_REPORT, "admin_daily:2026-12-07", Status.SENT)}
+
+
+@pytest.mark.django_db
+def test_a_sender_stopped_mid_batch_leaves_only_the_message_in_flight_unknown(
+        make_student, outbox):
+    from django.core.mail.backends.locmem import EmailBackend
+
+    from core.jobs.execution import JobInterrupted
+
+    students = [make_student() for _ in range(4)]
+    due_at_eight()
+    real_send = EmailBackend.send_messages
+    calls = []
+
+    def send_messages(self, messages):
+        calls.append(messages[0].to[0])
+        if len(calls) == 2:  # SIGTERM while the second message is being handed over
+            raise JobInterrupted("stop")
+        return real_send(self, messages)
+
+    with mock.patch.object(EmailBackend, "send_messages", send_messages), \
+            pytest.raises(JobInterrupted):
+        notifications_dispatch(now=EIGHT)
+
+    assert statuses_by_user(students) == [
+        (Status.SENT, ""), (Status.SENDING, ""), (Status.QUEUED, ""), (Status.QUEUED, "")]
+    assert [ledger(user=s).get().attempts for s in students] == [1, 1, 0, 0]
+    # The next run sends the two never handed over; the sweep calls the other one unknown.
+    limit = sending.queues.time_limit("notifications")
+    send_due(now=EIGHT + datetime.timedelta(minutes=1))
+    send_due(now=EIGHT + datetime.timedelta(seconds=limit + 61))
+    assert statuses_by_user(students) == [
+        (Status.SENT, ""), (Status.UNKNOWN, Reason.INTERRUPTED), (Status.SENT, ""),
+        (Status.SENT, "")]
+    assert [m.to[0] for m in outbox] == [students[0].email, students[2].email,
+                                         students[3].email]
