@@ -324,13 +324,14 @@ def _insert_new(objects: list[Notification]) -> None:
     statement. Not bulk_create(ignore_conflicts=True): Django 5.2 assumes SQLite takes at most
     999 parameters a statement and would split a plan into statements of 38 rows, so the
     dispatcher's query count would grow with the number of students (SQLite has allowed
-    32,766 since 3.32; a batch here uses 26,000 at most)."""
+    32,766 since 3.32, PostgreSQL 65,535)."""
     fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
     quote = db_connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    for start in range(0, len(objects), INSERT_BATCH):
-        batch = objects[start:start + INSERT_BATCH]
+    per_statement = min(INSERT_BATCH, 32_000 // len(fields))
+    for start in range(0, len(objects), per_statement):
+        batch = objects[start:start + per_statement]
         params = [f.get_db_prep_save(getattr(obj, f.attname), db_connection)
                   for obj in batch for f in fields]
         with db_connection.cursor() as cursor:

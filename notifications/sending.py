@@ -54,6 +54,7 @@ FLUSH_EVERY = 50
 DEFER = datetime.timedelta(minutes=15)  # a weekly report not built yet: look again then
 
 RETRY, UNKNOWN, PERMANENT = "retry", "unknown", "permanent"
+RESEND_NOTE = "Resent by "
 
 
 @dataclass
@@ -315,7 +316,9 @@ def send_batch(rows: list[Notification], *, now: datetime.datetime,
                     opened = False
                 else:
                     if sent:
-                        _set(row, Status.SENT, "", "", now, sent_at=timezone.now(),
+                        # An operator's resend keeps its note ("Resent by … at …").
+                        note = row.detail if row.detail.startswith(RESEND_NOTE) else ""
+                        _set(row, Status.SENT, "", note, now, sent_at=timezone.now(),
                              message_id=message_id_of(message))
                     else:
                         _failed(row, Verdict(RETRY, Reason.CONNECTION,

@@ -123,7 +123,7 @@ def notifications_resend(ids: list[int], *, by: str = "") -> sending.SendOutcome
     window = planning.send_window()
     resendable = list(Notification.objects.filter(
         pk__in=ids, status__in=[Status.FAILED, Status.UNKNOWN]).values_list("pk", flat=True))
-    note = f"Resent by {by or 'an operator'} at {now:%Y-%m-%d %H:%M} UTC."
+    note = f"{sending.RESEND_NOTE}{by or 'an operator'} at {now:%Y-%m-%d %H:%M} UTC."
     Notification.objects.filter(pk__in=resendable, status__in=[Status.FAILED, Status.UNKNOWN]
                                 ).update(status=Status.QUEUED, reason="", detail=note,
                                          send_after=now, retry_at=None, claim="",

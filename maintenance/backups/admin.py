@@ -11,11 +11,10 @@ import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_POST
 
 from core.jobs import enqueue
 from maintenance.backups import tasks
@@ -93,8 +92,9 @@ class BackupRecordAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
-@require_POST
 def _create_view(model_admin: BackupRecordAdmin, request):
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     if not model_admin.has_create_backup_permission(request):
         raise PermissionDenied
     enqueue(CREATE_JOB, kwargs={"trigger": "admin"})

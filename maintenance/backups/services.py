@@ -208,7 +208,7 @@ def backup_records_sync() -> int:
 
 def backup_list() -> list[BackupListing]:
     """Every backup on disk (with its record's state) and every record whose file is gone
-    (failed creations, deleted by retention), newest first. Two queries."""
+    (failed creations, deleted by retention), newest first. One query."""
     on_disk = archive.archive_scan()
     records = {r.name: r for r in BackupRecord.objects.all()}
     listings = []

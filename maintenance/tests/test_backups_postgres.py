@@ -12,15 +12,17 @@ from django.db import connection
 from maintenance.backups import archive, services
 from maintenance.backups.engines import BackupError, BackupTimeout, pg_tool_major
 from maintenance.models import BackupRecord
-from maintenance.tests.test_backups_helpers import (  # noqa: F401 (fixtures)
+from maintenance.tests import test_backups_helpers
+from maintenance.tests.test_backups_helpers import (
     backup_files,
-    backup_settings,
     fake_tool,
     real_tool,
 )
 
 pytestmark = [pytest.mark.postgres_only(reason="pg_dump, pg_restore and psql"),
               pytest.mark.django_db(transaction=True)]
+
+backup_settings = test_backups_helpers.backup_settings  # a fixture
 
 PASSWORD = "s3cret-Pa55word"  # trust authentication here: the server ignores it
 

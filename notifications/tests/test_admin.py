@@ -289,7 +289,7 @@ def test_resend_asks_first_then_resends_only_failed_and_unknown_entries(root_cli
     for row in (failed, unknown):
         row.refresh_from_db()
         assert (row.status, row.reason) == (Status.SENT, "")
-        assert row.detail == "" and row.sent_at is not None
+        assert row.detail.startswith("Resent by root@example.com at ") and row.sent_at is not None
     sent.refresh_from_db()
     assert (sent.status, sent.attempts, sent.updated_at, sent.message_id) == \
         (before.status, before.attempts, before.updated_at, before.message_id)

@@ -1,7 +1,8 @@
 """Sending (notifications/sending.py): what each error means (classify), the email service path
 through anymail's test backend, SMTP against a real server on loopback (down, then back; a
-timeout after the hand-over; the message itself: headers, parts, the inline chart), and rows a
-dead sender left behind."""
+timeout after the hand-over; the message itself: headers, parts, the inline chart; staff mail),
+and batches that stop early: an email that cannot be rendered, a sender stopped mid-batch, rows
+a dead sender left behind."""
 
 import datetime
 import smtplib
@@ -15,9 +16,12 @@ from anymail.exceptions import (
     AnymailRecipientsRefused,
     AnymailRequestsAPIError,
 )
+from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
+from django.db import OperationalError
 
 from analytics.models import Report
 from analytics.reports import admin_report_build, student_weekly_reports_build
+from core.jobs.execution import JobInterrupted
 from core.services import attempt_record
 from core.tests.factories import make_question
 from notifications import rendering, sending, services
@@ -365,13 +369,9 @@ def test_admin_reports_go_to_each_staff_address_once_with_their_chart(smtp, sett
 @pytest.mark.django_db
 def test_a_sender_stopped_mid_batch_leaves_only_the_message_in_flight_unknown(
         make_student, outbox):
-    from django.core.mail.backends.locmem import EmailBackend
-
-    from core.jobs.execution import JobInterrupted
-
     students = [make_student() for _ in range(4)]
     due_at_eight()
-    real_send = EmailBackend.send_messages
+    real_send = LocmemBackend.send_messages
     calls = []
 
     def send_messages(self, messages):
@@ -380,7 +380,7 @@ def test_a_sender_stopped_mid_batch_leaves_only_the_message_in_flight_unknown(
             raise JobInterrupted("stop")
         return real_send(self, messages)
 
-    with mock.patch.object(EmailBackend, "send_messages", send_messages), \
+    with mock.patch.object(LocmemBackend, "send_messages", send_messages), \
             pytest.raises(JobInterrupted):
         notifications_dispatch(now=EIGHT)
 
@@ -396,3 +396,20 @@ def test_a_sender_stopped_mid_batch_leaves_only_the_message_in_flight_unknown(
         (Status.SENT, "")]
     assert [m.to[0] for m in outbox] == [students[0].email, students[2].email,
                                          students[3].email]
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_contents_cannot_be_read_goes_back_to_the_queue(make_student, outbox):
+    students = [make_student() for _ in range(2)]
+    due_at_eight()
+
+    with mock.patch("notifications.sending.batch_contents",
+                    side_effect=OperationalError("database is locked")), \
+            pytest.raises(OperationalError):
+        notifications_dispatch(now=EIGHT)  # the job fails and is retried
+
+    assert statuses_by_user(students) == [(Status.QUEUED, ""), (Status.QUEUED, "")]
+    send_due(now=EIGHT + datetime.timedelta(minutes=1))
+    assert statuses_by_user(students) == [(Status.SENT, ""), (Status.SENT, "")]
+    assert [ledger(user=s).get().attempts for s in students] == [1, 1]
+    assert len(outbox) == 2
