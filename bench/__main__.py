@@ -2,8 +2,9 @@
 its figures beside its limit. Results are recorded in bench/RESULTS.md.
 
 Names: seed, queue, lease, embedders, processing, analytics, analytics_questions, review,
-reports, notifications (default: all). --postgres runs those that take it on PostgreSQL
-(a scratch database pastq_bench on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432).
+reports, notifications, backup (default: all). --postgres runs those that take it on PostgreSQL
+(a scratch database pastq_bench, bench_bk_* for backup, on BENCH_POSTGRES_URL, default
+postgres://postgres@127.0.0.1:5432).
 """
 
 import argparse
@@ -23,9 +24,10 @@ BENCHMARKS = {
     "review": ["review.py"],
     "reports": ["reports.py"],
     "notifications": ["notifications.py"],
+    "backup": ["backup.py"],
 }
 TAKES_POSTGRES = {"queue", "lease", "processing", "analytics", "analytics_questions", "review",
-                  "reports", "notifications"}
+                  "reports", "notifications", "backup"}
 
 
 def main() -> int:

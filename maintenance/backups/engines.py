@@ -28,6 +28,7 @@ Every external step has a timeout; a tool that outlives it is killed and its out
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -330,6 +331,8 @@ class SqliteEngine:
             raise BackupToolError(f"The restore failed and changed nothing: {exc}.") from exc
 
     def live_snapshot(self) -> Snapshot:
+        if not self.path.exists():
+            return Snapshot(engine="sqlite", server_version=sqlite3.sqlite_version)
         db = self._open(self.path, 20)
         try:
             cursor = db.cursor()
@@ -367,6 +370,21 @@ def pg_tool_major(text: str) -> int | None:
     """The major version in `pg_dump --version`'s output ("pg_dump (PostgreSQL) 15.20 …")."""
     found = _TOOL_VERSION.search(text)
     return int(found.group(1)) if found else None
+
+
+def _driver_errors(method):
+    """The database driver's errors (a refused statement, a lost connection) as a
+    BackupToolError with the server's sentence."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except connections[self.alias].Database.Error as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise BackupToolError(f"PostgreSQL refused: {message}.") from exc
+
+    return wrapper
 
 
 class PostgresEngine:
@@ -461,6 +479,7 @@ class PostgresEngine:
 
     # dump
 
+    @_driver_errors
     def dump(self, consume: Callable[[BinaryIO], None], *, workdir: Path,
              timeout: float) -> Snapshot:
         raw = self.connect()
@@ -541,6 +560,7 @@ class PostgresEngine:
                               "in one transaction; restore it by hand with pg_restore.")
         return tables
 
+    @_driver_errors
     def scratch_restore(self, dump_path: Path, *, workdir: Path, timeout: float) -> Snapshot:
         """Restore into a temporary database (created from template0, dropped after), then
         count what it holds."""
@@ -552,7 +572,12 @@ class PostgresEngine:
             admin_cursor = admin.cursor()
             _version, number = self._server_version(admin_cursor)
             self.tool_version("pg_restore", number)
-            admin_cursor.execute(f"CREATE DATABASE {_quote(scratch)} TEMPLATE template0")
+            try:
+                admin_cursor.execute(f"CREATE DATABASE {_quote(scratch)} TEMPLATE template0")
+            except connections[self.alias].Database.Error as exc:
+                raise BackupToolError(
+                    f"Could not create a scratch database to verify the backup in (the "
+                    f"role needs CREATEDB): {' '.join(str(exc).split())}.") from exc
             try:
                 argv = [self.tool("pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
                         "--single-transaction", f"--dbname={scratch}", str(dump_path)]
@@ -594,6 +619,7 @@ class PostgresEngine:
 
     # live restore
 
+    @_driver_errors
     def restore(self, dump_path: Path, *, timeout: float) -> None:
         """Replace the database's tables with the dump's, in one transaction."""
         dump_tables = self.check_dump(dump_path)
@@ -676,6 +702,7 @@ class PostgresEngine:
             errors.unlink(missing_ok=True)
             script_errors.unlink(missing_ok=True)
 
+    @_driver_errors
     def live_snapshot(self) -> Snapshot:
         raw = self.connect()
         try:

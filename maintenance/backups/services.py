@@ -560,9 +560,12 @@ def backup_restore(name: str, *, force: bool = False, dry_run: bool = False,
                                            + "; ".join(mismatches[:10]))
             step("Verified: the scratch copy matches the manifest.")
         try:
-            safety = backup_create(trigger="pre-restore")
-            result.safety_backup = safety.name
-            step(f"Safety backup of the current database: {safety.name}.")
+            if engine.live_snapshot().row_counts:
+                safety = backup_create(trigger="pre-restore")
+                result.safety_backup = safety.name
+                step(f"Safety backup of the current database: {safety.name}.")
+            else:
+                step("The database has no tables: nothing to keep in a safety backup.")
             records = _records_snapshot()
             engine.restore(dump, timeout=tool_timeout())
         finally:
@@ -576,9 +579,10 @@ def backup_restore(name: str, *, force: bool = False, dry_run: bool = False,
         try:
             _after_restore(name, manifest, state, records, result, step)
         except Exception as exc:
-            raise BackupError(
-                f"{name} was restored, but a step after it failed: {exc}. The database as it "
-                f"was before is in the safety backup {result.safety_backup}.") from exc
+            before = (f"The database as it was before is in the safety backup "
+                      f"{result.safety_backup}." if result.safety_backup else "")
+            raise BackupError(f"{name} was restored, but a step after it failed: {exc}. "
+                              + before) from exc
     result.duration_ms = _ms_since(started)
     return result
 
