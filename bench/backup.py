@@ -8,8 +8,8 @@ tools followed by zstd on the same data, with encryption on (the worst case) and
 
 The data is bench/analytics.py's (`load_world`: the catalogue, 10,000 students, 2,000
 questions, 50,000 sessions, 1,000,000 attempts in one set-based INSERT). PostgreSQL is then
-vacuumed, and vacuumed again (untimed) after each of our restores, so every dump reads tables
-in the same state.
+vacuumed, and vacuumed again (untimed) after each restore, so every dump reads tables in the
+same state.
 
 Ours (maintenance/backups/services.py, as `manage.py backup_db` calls it):
 - create: `backup_create()`: row counts and migrations in the dump's snapshot, the engine's dump
@@ -32,8 +32,12 @@ is missing; the output says which):
   API in one step into a new file, then `zstd -q FILE`.
 - restore into a fresh database: PostgreSQL `CREATE DATABASE` then `zstd -dc FILE | pg_restore
   --no-owner --no-acl --dbname=NEW`; SQLite `zstd -d FILE -o COPY` then the backup API from COPY
-  into a new file. This is the counterpart of verify and of the restore's replace step.
-- the whole restore's counterpart: bare create (the safety backup) + bare restore.
+  into a new file: the counterpart of verify, and the brief's of the restore's replace step.
+- restore into the live database: PostgreSQL `zstd -dc FILE | pg_restore --clean --if-exists
+  --single-transaction --no-owner --no-acl` into bench_bk_live; SQLite the backup API into the
+  live file: what our replace step does, bare (the like-for-like counterpart).
+- the whole restore's counterpart: bare create (the safety backup) + bare restore into the live
+  database.
 
 Target: ours within 1.3× of bare. Runs alternate (bare first, then ours first) --repeat times;
 medians are shown. Scratch databases: bench_bk_live (the live one), bench_bk_bare (the bare

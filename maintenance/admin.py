@@ -18,6 +18,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 from core.jobs import enqueue, job_spec, queues
 from core.jobs.models import ClusterPresence, JobRun
 from maintenance import health_admin, operations, system_report_admin  # noqa: F401  (register)
+from maintenance.backups import admin as backups_admin  # noqa: F401  (registers its admin)
 from maintenance.models import OpsAlert
 from maintenance.views import RUN_PERMISSION
 

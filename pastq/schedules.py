@@ -39,6 +39,10 @@ SCHEDULES: list[Periodic] = [
     Periodic("token-cleanup", "maintenance.tasks.token_cleanup", "30 3 * * *",
              description="API tokens expired or revoked past CLEANUP_TOKEN_GRACE_DAYS; expired "
                          "login sessions"),
+    Periodic("database-backup", "maintenance.backups.tasks.backup_create_job", "0 4 * * *",
+             description="a backup of the database (compressed, encrypted when a key is set), "
+                         "then a job that verifies it by a real restore into a scratch "
+                         "database, applies retention and copies it off-site when configured"),
     Periodic("database-optimise", "maintenance.tasks.database_optimise", "0 5 * * 0",
              description="VACUUM (ANALYZE) where dead rows pile up and a size report "
                          "(PostgreSQL); PRAGMA optimize, WAL checkpoint, integrity check "

@@ -27,7 +27,7 @@ CREATE_JOB = "maintenance.backups.tasks.backup_create_job"
 @admin.register(BackupRecord)
 class BackupRecordAdmin(admin.ModelAdmin):
     list_display = ["name", "engine", "status", "size", "created_at", "verified_at",
-                    "encrypted", "key", "trigger"]
+                    "encrypted", "key"]
     list_filter = ["status", "engine", "encrypted", "trigger"]
     search_fields = ["name", "sha256"]
     date_hierarchy = "created_at"

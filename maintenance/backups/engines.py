@@ -294,12 +294,17 @@ class SqliteEngine:
             try:
                 source.backup(target, progress=_Deadline(
                     timeout, f"Restoring into a scratch file took longer than {timeout:.0f} s."))
-                problems = [row[0] for row in target.execute("PRAGMA integrity_check")]
+                # quick_check: every page and record well-formed, in O(N). The full
+                # integrity_check also matches each index against its table, which took 15–19 s
+                # of an 18 s verify at 1M attempts (bench/RESULTS.md); the checksum and the
+                # authenticated chunks already prove the file is the one written, and
+                # optimise_db runs the full check on the live database every week.
+                problems = [row[0] for row in target.execute("PRAGMA quick_check")]
             finally:
                 target.close()
                 source.close()
             if problems != ["ok"]:
-                raise BackupInvalid("The restored copy fails SQLite's integrity check: "
+                raise BackupInvalid("The restored copy fails SQLite's quick check: "
                                   + "; ".join(problems[:5]))
             return _sqlite_snapshot(scratch)
         except sqlite3.Error as exc:
@@ -688,6 +693,8 @@ class PostgresEngine:
                         psql.stdin.close()
                     psql_code = psql.wait()
                     script.wait()
+            if psql_code == 0 and script_code == 0:
+                return  # committed (even if the watchdog fired just after)
             if dog.fired:
                 raise BackupTimeout(f"The restore did not finish within {timeout:.0f} s and was "
                                     "stopped; its transaction rolled back, nothing changed.")

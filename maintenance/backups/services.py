@@ -53,6 +53,7 @@ logger = logging.getLogger("pastq.backups")
 
 Status = BackupRecord.Status
 TRIGGERS = ("schedule", "command", "admin", "pre-restore")
+VECTOR_RESET_BATCH = 5000  # question ids per statement (SQLite allows 32766 parameters)
 ENCRYPTION = "AES-256-GCM in chunks, a key per file (maintenance/backups/crypto.py, format 1)"
 
 __all__ = ["BackupError", "BackupIntegrityError", "BackupInvalid", "BackupMissing", "backup_cleanup",
@@ -448,20 +449,30 @@ def _vector_index_reset() -> tuple[str, str]:
     their old text. Every processable question's embedding and similar steps become pending (the
     pipeline rebuilds them, every 10 minutes) and the index's collections are dropped. Returns
     (what was done, a warning or "")."""
-    ids = list(Question.objects.filter(status__in=processing.PROCESSABLE)
-               .values_list("pk", flat=True))
-    pending = sum(processing.steps_force(step, question_ids=ids)
-                  for step in (QuestionStep.Step.EMBEDDING, QuestionStep.Step.SIMILAR))
-    done = f"{pending} embedding and similar-question steps of {len(ids)} questions made pending"
+    # Dropped first, then made pending: a vector written in between would be dropped with
+    # its step left done.
+    warning = ""
     try:
         with vectors.vector_index_open() as index:
             dropped = [info.name for info in index.collections()
                        if index.collection_drop(info.name)]
     except (ProviderUnavailable, vectors.VectorIndexError, ImproperlyConfigured) as exc:
-        return done, (f"The vector index could not be cleared ({exc}): its vectors may point "
-                      "at other questions until the pipeline re-embeds them. When Chroma is "
-                      "back, run `manage.py backup_db reset-vectors`.")
-    return done + f"; vector collections dropped: {', '.join(dropped) or 'none'}", ""
+        dropped = None
+        warning = (f"The vector index could not be cleared ({exc}): vectors of questions the "
+                   "backup does not have stay in it until then (similar-question lookups skip "
+                   "them), and the others are replaced as the pipeline re-embeds them. When "
+                   "Chroma is back, run `manage.py backup_db reset-vectors`.")
+    ids = list(Question.objects.filter(status__in=processing.PROCESSABLE)
+               .values_list("pk", flat=True))
+    pending = 0
+    for start in range(0, len(ids), VECTOR_RESET_BATCH):
+        for step in (QuestionStep.Step.EMBEDDING, QuestionStep.Step.SIMILAR):
+            pending += processing.steps_force(step,
+                                              question_ids=ids[start:start + VECTOR_RESET_BATCH])
+    done = f"{pending} embedding and similar-question steps of {len(ids)} questions made pending"
+    if dropped is not None:
+        done += f"; vector collections dropped: {', '.join(dropped) or 'none'}"
+    return done, warning
 
 
 def backup_vectors_reset() -> str:

@@ -199,6 +199,50 @@ def test_a_verified_backup_is_copied_off_site_and_restores_from_there(offsite, c
     assert not Group.objects.exists()
 
 
+@pytest.fixture
+def offsite_s3(backup_settings, monkeypatch):
+    """django-storages' S3 backend against moto's in-process S3 (it patches botocore: no
+    network), configured the way the settings build it from BACKUP_OFFSITE_BUCKET."""
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(name, value)
+    with moto.mock_aws():
+        boto3.client("s3", region_name="eu-west-1").create_bucket(
+            Bucket="pastq-offsite",
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        backup_settings.STORAGES = {
+            **backup_settings.STORAGES,
+            "backups_offsite": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+                "bucket_name": "pastq-offsite", "region_name": "eu-west-1",
+                "location": "pastq-backups", "default_acl": "private",
+                "file_overwrite": True}}}
+        backup_settings.BACKUP_OFFSITE_STORAGE = "backups_offsite"
+        yield boto3.client("s3", region_name="eu-west-1")
+
+
+@transactional
+def test_off_site_copies_go_to_s3_compatible_storage_and_come_back(offsite_s3, catalogue,
+                                                                    run_command):
+    record = services.backup_create()
+    services.backup_verify(record.name)
+    services.backup_offsite_copy(record.name)
+    keys = sorted(o["Key"] for o in offsite_s3.list_objects_v2(
+        Bucket="pastq-offsite")["Contents"])
+    assert keys == [f"pastq-backups/{record.name}",
+                    f"pastq-backups/{record.name}{archive.MANIFEST_SUFFIX}"]
+
+    archive.archive_delete(archive.backup_dir() / record.name)
+    Group.objects.create(name="after the backup")
+    code, out, _ = run_command("backup_db", "list", "--offsite")
+    assert code == 0 and out.strip() == record.name
+    code, out, err = run_command("backup_db", "restore", record.name, "--offsite", "--no-input")
+    assert code == 0, err
+    assert not Group.objects.exists()
+
+
 @transactional
 def test_an_unverified_backup_is_not_copied_off_site(offsite, catalogue):
     record = services.backup_create()

@@ -148,3 +148,37 @@ def test_tool_versions_are_read():
     assert pg_tool_major("pg_restore (PostgreSQL) 9.6.24") == 9
     assert pg_tool_major("psql (PostgreSQL) 17beta1") == 17
     assert pg_tool_major("nonsense") is None
+
+
+def test_a_restore_script_cut_short_is_never_committed(backup_settings, tmp_path, monkeypatch,
+                                                       student):
+    """pg_restore dies half-way through writing the script, right after its DROP statements (a
+    clean cut: what psql got is valid SQL): psql must not reach the end of its input, where it
+    would commit what it got, every table dropped."""
+    from django.contrib.auth.models import Group
+
+    from maintenance.tests.test_backups_helpers import table_digests
+
+    record = services.backup_create()
+    assert services.backup_verify(record.name).ok
+    Group.objects.create(name="after the backup")
+    before = table_digests(exclude={"maintenance_backuprecord"})
+    real = real_tool("pg_restore")
+    fake_dir = tmp_path / "fake-bin"
+    fake_tool(fake_dir, "pg_restore", f"""
+case " $* " in
+  *" --file=- "*)
+    {shlex.quote(real)} "$@" | sed '/^CREATE TABLE/,$d'
+    echo "pg_restore: error: could not read from input file" >&2
+    exit 1;;
+  *) exec {shlex.quote(real)} "$@";;
+esac
+""")
+    monkeypatch.setenv("PATH", f"{fake_dir}{os.pathsep}{os.environ['PATH']}")
+
+    with pytest.raises(BackupError, match="pg_restore failed .*rolled back, nothing changed: "
+                                          "pg_restore: error: could not read"):
+        services.backup_restore(record.name)
+
+    assert table_digests(exclude={"maintenance_backuprecord"}) == before
+    assert Group.objects.filter(name="after the backup").exists()
