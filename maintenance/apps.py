@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.checks import register
 
 
 class MaintenanceConfig(AppConfig):
@@ -10,8 +11,9 @@ class MaintenanceConfig(AppConfig):
 
     def ready(self):
         from core.jobs import signals as job_signals  # noqa: PLC0415  (app loading)
-        from maintenance import alerts  # noqa: PLC0415  (app loading: it imports models)
+        from maintenance import alerts, checks  # noqa: PLC0415  (app loading: models)
 
+        register(checks.backups_encrypted, "security", deploy=True)
         job_signals.job_gave_up.connect(alerts.on_job_gave_up, dispatch_uid="pastq-gave-up")
         job_signals.job_succeeded.connect(alerts.on_job_succeeded,
                                           dispatch_uid="pastq-succeeded")

@@ -3,6 +3,7 @@ server shared by several processes, cosine scores, metadata filters, one collect
 embedder and dimension, timeouts, no telemetry, no default embedding function, and the rule
 that DEBUG off needs a Chroma server (core.E001)."""
 
+import base64
 import ipaddress
 import json
 import os
@@ -592,7 +593,8 @@ def test_it_is_a_deploy_check():
 
 PRODUCTION = {"DEBUG": "off", "SECRET_KEY": secrets.token_urlsafe(50),
               "ALLOWED_HOSTS": "pastq.example.com",
-              "EMAIL_URL": "smtp+tls://mailer:password@smtp.example.com:587"}
+              "EMAIL_URL": "smtp+tls://mailer:password@smtp.example.com:587",
+              "BACKUP_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
 
 
 def test_without_chroma_url_check_deploy_qcluster_and_gunicorn_refuse(tmp_path):

@@ -93,3 +93,19 @@ def test_reasons_name_the_rule():
     plan = retention_plan([("today", now.replace(hour=4), True)], now=now, **POLICY)
     assert plan.keep["today"] == ["last", "daily 2026-03-04", "weekly 2026-W10",
                                   "newest verified"]
+
+
+def test_deploy_check_warns_without_a_backup_key_and_refuses_a_bad_one(settings):
+    from maintenance.backups import crypto
+    from maintenance.checks import backups_encrypted
+
+    settings.DEBUG = False
+    settings.BACKUP_ENCRYPTION_KEY = ""
+    settings.BACKUP_DECRYPTION_KEYS = []
+    [warning] = backups_encrypted(None)
+    assert warning.id == "maintenance.W001"
+    settings.BACKUP_ENCRYPTION_KEY = "not-a-key"
+    [error] = backups_encrypted(None)
+    assert error.id == "maintenance.E001" and "not-a-key" not in error.msg
+    settings.BACKUP_ENCRYPTION_KEY = crypto.key_generate()
+    assert backups_encrypted(None) == []

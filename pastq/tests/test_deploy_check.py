@@ -1,6 +1,7 @@
 """`manage.py check --deploy` is clean with production settings, and HTTPS is enforced except
 for the health probes."""
 
+import base64
 import json
 import secrets
 
@@ -10,6 +11,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "pastq.example.com",
     "EMAIL_URL": "smtp+tls://mailer:password@smtp.example.com:587",
     "CHROMA_URL": "http://chroma.internal:8000",  # core.E001 without it
+    "BACKUP_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # W001
 }
 
 CHECK_DEPLOY = ("from django.core.management import execute_from_command_line; "
