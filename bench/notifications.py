@@ -3,7 +3,8 @@ contents, render, send over one connection per batch, record), beside bare `smtp
 the same messages, already rendered, over one connection.
 
     .venv/bin/python bench/notifications.py                    # SQLite (a scratch file)
-    .venv/bin/python bench/notifications.py --postgres         # PostgreSQL (scratch database)
+    .venv/bin/python bench/notifications.py --postgres         # PostgreSQL (scratch database
+                                                               # pastq_bench_notifications)
     .venv/bin/python bench/notifications.py --students 1000    # a quick look
     .venv/bin/python bench/notifications.py --profile          # and cProfile one more run
 

@@ -9,7 +9,7 @@ record each outcome. At most once (docs/notifications.md, "The send ledger"):
    connection, or answered 4xx/5xx) is `failed` and tried again with backoff while its window
    lasts; an outcome nobody can know (a timeout or a dropped connection after the message was
    handed over) is `unknown` and never sent again automatically.
-3. Record: outcomes are written every FLUSH_EVERY messages in one UPDATE each. A worker that
+3. Record: outcomes are written every FLUSH_EVERY messages in one UPDATE … FROM (VALUES …). A worker that
    dies between the send and the record leaves its rows `sending`; `sending_sweep` marks rows
    claimed longer ago than the queue's time limit `unknown` (interrupted), not queued. A batch
    that stops early but in order (an error, or a worker told to stop) puts the rows it never
@@ -391,9 +391,42 @@ _FLUSH_FIELDS = ["status", "reason", "detail", "claim", "retry_at", "send_after"
                  "message_id", "subject", "text", "html", "sent_at", "updated_at"]
 
 
+_FLUSH_DATETIMES = {"retry_at", "send_after", "sent_at", "updated_at"}
+
+
 def _flush(rows: list[Notification]) -> None:
-    if rows:
-        Notification.objects.bulk_update(rows, _FLUSH_FIELDS)
+    """Record a group of outcomes in one `WITH v(…) AS (VALUES …) UPDATE … FROM v` (SQLite
+    3.33+ and PostgreSQL). Django's bulk_update builds a CASE WHEN per field and row, which
+    cost 2.2 ms of the 5.2 ms per message (bench/notifications.py); an upsert by id would bring
+    back a row deleted meanwhile (a student deleted mid-send)."""
+    if not rows:
+        return
+    ops, vendor = db_connection.ops, db_connection.vendor
+    placeholders = ["%s"]
+    for name in _FLUSH_FIELDS:
+        if vendor == "postgresql" and name in _FLUSH_DATETIMES:
+            placeholders.append("CAST(%s AS timestamptz)")
+        elif vendor == "postgresql" and name == "attempts":
+            placeholders.append("CAST(%s AS integer)")
+        else:
+            placeholders.append("%s")
+    one = f"({', '.join(placeholders)})"
+    params: list = []
+    for row in rows:
+        params.append(row.pk)
+        for name in _FLUSH_FIELDS:
+            value = getattr(row, name)
+            params.append(ops.adapt_datetimefield_value(value) if name in _FLUSH_DATETIMES
+                          else value)
+    table = ops.quote_name(Notification._meta.db_table)
+    columns = ", ".join(ops.quote_name(c) for c in ["id", *_FLUSH_FIELDS])
+    assignments = ", ".join(f"{ops.quote_name(c)} = v.{ops.quote_name(c)}"
+                            for c in _FLUSH_FIELDS)
+    sql = (f"WITH v({columns}) AS (VALUES {', '.join([one] * len(rows))}) "
+           f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{ops.quote_name('id')} = "
+           f"v.{ops.quote_name('id')}")
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _undeliverable_record(found: list[tuple[str, str]], now) -> None:
