@@ -29,6 +29,7 @@ from maintenance import operations, selectors
 from maintenance.alerts import alert_acknowledge
 from maintenance.health import FAIL, PROBES, health_report
 from maintenance.models import OpsAlert
+from maintenance.system_report import seconds_text
 
 VIEW_PERMISSION = "maintenance.view_operations"
 RUN_PERMISSION = "maintenance.run_job"
@@ -37,19 +38,9 @@ ALERTS_SHOWN = 20
 
 
 def duration(seconds: float | None) -> str | None:
-    """An age or a length of time as a person reads it: "45 s", "12 min", "3 h 5 min"."""
-    if seconds is None:
-        return None
-    total = max(0, round(seconds))
-    if total < 120:
-        return f"{total} s"
-    minutes = total // 60
-    if minutes < 120:
-        return f"{minutes} min"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours} h {minutes % 60} min"
-    return f"{hours // 24} d {hours % 24} h"
+    """An age or a length of time as a person reads it ("45 s", "12 min", "3 h 5 min"), or
+    None (the templates show a dash)."""
+    return None if seconds is None else seconds_text(seconds)
 
 
 def _require(request, permission: str, what: str) -> None:

@@ -9,10 +9,7 @@ Skips (with the reason) when /usr/bin/chromium or the playwright package is miss
 only drives the system browser here: no browser is ever downloaded.
 """
 
-import contextlib
 import datetime
-import importlib.util
-import os
 import shutil
 from pathlib import Path
 
@@ -28,37 +25,12 @@ from notifications.tests.test_rendering import (
     study_reminder_context,
     system_report_context,
 )
+from pastq.tests.browser import browser_required, chromium
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT_DIR = Path("/tmp/pastq-screens")
 Kind, Status, Reason = Notification.Kind, Notification.Status, Notification.Reason
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the live server sees committed rows
-
-
-def _require_browser() -> None:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed (pip install -r requirements-dev.txt)")
-
-
-@contextlib.contextmanager
-def _chromium():
-    """Headless system Chromium. Playwright's sync API runs an event loop in this thread while
-    it is open, and Django refuses database calls from there: use the ORM before and after."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _screenshot(page, path: Path) -> None:
@@ -113,7 +85,7 @@ def _ledger() -> dict[str, Notification]:
 
 def test_read_a_sent_email_and_resend_a_failed_one(live_server, django_user_model, settings,
                                                     tmp_path):
-    _require_browser()
+    browser_required()
     # The test server speaks plain HTTP; the settings' production defaults mark cookies Secure.
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
@@ -125,8 +97,8 @@ def test_read_a_sent_email_and_resend_a_failed_one(live_server, django_user_mode
              for name in ("changelist", "change", "resend-confirm", "send-test")}
     mail.outbox = []
 
-    with _chromium() as chromium:
-        page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{live_server.url}/admin/login/?next=/admin/notifications/notification/")
         page.fill("input[name=username]", "root@example.com")
         page.fill("input[name=password]", "pw-browser")

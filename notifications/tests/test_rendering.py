@@ -7,8 +7,6 @@ The context builders below are realistic: the screenshots a person looks at are 
 
 import datetime
 import html as html_lib
-import importlib.util
-import os
 import re
 from pathlib import Path
 
@@ -21,9 +19,9 @@ from analytics.models import Report
 from analytics.reports import report_context
 from notifications.models import Notification
 from notifications.rendering import SUBJECT_MAX_CHARS, RenderedEmail, email_render
+from pastq.tests.browser import CHROMIUM, browser_required
 
 BASE_URL = "https://pastq.example.org"
-CHROMIUM = "/usr/bin/chromium"
 STUDENT_KINDS = [str(kind) for kind in Notification.STUDENT_KINDS]
 STAFF_KINDS = [str(kind) for kind in Notification.STAFF_KINDS]
 ALL_KINDS = [str(kind) for kind in Notification.Kind]
@@ -483,17 +481,10 @@ def test_a_missing_kind_label_gets_a_default():
 # --- What a person sees -----------------------------------------------------------------------
 
 
-def _require_browser() -> None:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed (pip install -r requirements-dev.txt)")
-
-
 def test_every_kind_fits_a_phone_and_a_desktop_in_chromium(tmp_path):
     """At 375 px nothing is wider than the screen (no sideways scrolling) and the phone rules
     apply; at 800 px the column is 600 px wide."""
-    _require_browser()
+    browser_required()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
