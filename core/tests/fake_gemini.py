@@ -209,7 +209,9 @@ class FakeGemini:
                     headers={k.lower(): v for k, v in self.headers.items()}, body=body,
                     **({"prefix": match["prefix"], "version": match["version"],
                         "model": match["model"], "action": match["method"]} if match else {}))
-                status, payload = fake._respond(request)
+                self.reply(*fake._respond(request))
+
+            def reply(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")

@@ -4,7 +4,6 @@ client against a fake Gemini, a real aiosmtpd server) or a port nobody listens o
 own short time limit, and its failure is a failed check, never an error."""
 
 import contextlib
-import json
 import re
 import socket
 import threading
@@ -252,13 +251,7 @@ class FakeGeminiWithModels(FakeGemini):
                     headers={k.lower(): v for k, v in self.headers.items()}, body={},
                     **({"version": match["version"], "model": match["model"], "action": "get"}
                        if match else {}))
-                status, payload = fake._respond(request)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(*fake._respond(request))
 
         return Handler
 
