@@ -20,17 +20,8 @@ from core.jobs.models import ClusterPresence, JobRun
 from maintenance import health_admin, operations, system_report_admin  # noqa: F401  (register)
 from maintenance.backups import admin as backups_admin  # noqa: F401  (registers its admin)
 from maintenance.models import OpsAlert
+from maintenance.records_admin import ReadOnlyAdmin
 from maintenance.views import RUN_PERMISSION
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records of what happened: viewable (and deletable), never added or edited by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(JobRun)

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from maintenance.models import HealthCheckRun
+from maintenance.records_admin import ReadOnlyAdmin
 
 STATUS_COLOURS = {"pass": "#2e7d32", "warn": "#b26a00", "fail": "#c62828"}
 
@@ -41,7 +42,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(HealthCheckRun)
-class HealthCheckRunAdmin(admin.ModelAdmin):
+class HealthCheckRunAdmin(ReadOnlyAdmin):
     """Written by the checks, never by hand: viewable (and deletable), not added or edited."""
 
     list_display = ["checked", "status_badge", "source", "duration", "problems"]
@@ -50,12 +51,6 @@ class HealthCheckRunAdmin(admin.ModelAdmin):
     show_full_result_count = False  # a count over months of runs, on every page, is not needed
     fields = ["checked_at", "status_badge", "source", "duration", "checks_table"]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: HealthCheckRun):

@@ -11,13 +11,14 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from maintenance.models import SystemReport
+from maintenance.records_admin import ReadOnlyAdmin
 from maintenance.system_report import seconds_text, size_text, system_report_sections
 
 _TONES = {"healthy": "#1e7d32", "degraded": "#c77c00", "critical": "#c62828"}
 
 
 @admin.register(SystemReport)
-class SystemReportAdmin(admin.ModelAdmin):
+class SystemReportAdmin(ReadOnlyAdmin):
     list_display = ["day", "status_badge", "attempts_on_day", "jobs_on_day", "newest_backup",
                     "database_size", "built_at"]
     list_filter = ["status"]
@@ -25,12 +26,6 @@ class SystemReportAdmin(admin.ModelAdmin):
     ordering = ["-day"]
     fields = ["day", "status_badge", "built_at", "figures", "stored_figures"]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, report: SystemReport):

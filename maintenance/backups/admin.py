@@ -21,13 +21,14 @@ from django.utils.safestring import mark_safe
 from core.jobs import enqueue
 from maintenance.backups import tasks
 from maintenance.models import BackupRecord
+from maintenance.records_admin import ReadOnlyAdmin
 
 CREATE_PERMISSION = "maintenance.create_backup"
 CREATE_JOB = "maintenance.backups.tasks.backup_create_job"
 
 
 @admin.register(BackupRecord)
-class BackupRecordAdmin(admin.ModelAdmin):
+class BackupRecordAdmin(ReadOnlyAdmin):
     # Narrow enough to fit beside the filters: compact times, and the encryption in one column
     # (the engine is a filter, and on the detail page).
     list_display = ["name", "status", "size", "created", "verified", "key"]
@@ -40,12 +41,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
               "size", "checksum", "encrypted", "key_fingerprint", "verified_at", "verify_detail",
               "offsite_name", "offsite_at", "error", "manifest_pretty"]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_delete_permission(self, request, obj=None):
         # A record is the history of a file; retention deletes files and marks their records.
