@@ -23,6 +23,7 @@ import socket
 from time import sleep
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from django_q import core_signing
 from django_q.brokers.orm import ORM
@@ -151,14 +152,18 @@ class PastqBroker(ORM):
     @staticmethod
     def _undeliverable(task: OrmQ) -> None:
         now = timezone.now()
-        run = JobRun.objects.create(
-            job="(unverifiable task)", queue=task.key, chain=f"orm-{task.pk}", attempt=1,
-            kwargs={"payload": task.payload}, host=socket.gethostname(), started_at=now,
-            finished_at=now, duration_ms=0, outcome=JobRun.Outcome.FAILED,
-            identity=f"unverifiable:{task.key}",
-            error="Its signature matches neither SECRET_KEY nor any of SECRET_KEY_FALLBACKS "
-                  "(the key was rotated without keeping the old one, or another deployment "
-                  "queued it). It was taken out of the queue; its signed payload is kept here.")
-        OrmQ.objects.using(Conf.ORM).filter(pk=task.pk).delete()
+        # The record and the removal from the queue commit together (a crash between them would
+        # record it again on the next delivery); the announcement (an alert, an email) follows
+        # the commit.
+        with transaction.atomic():
+            run = JobRun.objects.create(
+                job="(unverifiable task)", queue=task.key, chain=f"orm-{task.pk}", attempt=1,
+                kwargs={"payload": task.payload}, host=socket.gethostname(), started_at=now,
+                finished_at=now, duration_ms=0, outcome=JobRun.Outcome.FAILED,
+                identity=f"unverifiable:{task.key}",
+                error="Its signature matches neither SECRET_KEY nor any of SECRET_KEY_FALLBACKS "
+                      "(the key was rotated without keeping the old one, or another deployment "
+                      "queued it). It was taken out of the queue; its signed payload is kept here.")
+            OrmQ.objects.using(Conf.ORM).filter(pk=task.pk).delete()
         logger.error("event=undeliverable queue=%s orm_id=%s", task.key, task.pk)
         signals.task_undeliverable.send(sender=PastqBroker, run=run)

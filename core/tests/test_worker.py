@@ -207,5 +207,7 @@ def test_tasks_signed_with_a_key_nobody_kept_are_reported_not_lost(qcluster):
     run = wait_for(lambda: JobRun.objects.filter(job="(unverifiable task)").first(),
                    timeout=60, what="the report")
     assert run.outcome == "failed" and run.kwargs["payload"]
-    assert OpsAlert.objects.filter(key="task-undeliverable:analytics").exists()
+    # The alert follows the record's commit (the cluster announces it after).
+    wait_for(lambda: OpsAlert.objects.filter(key="task-undeliverable:analytics").exists(),
+             timeout=10, what="the alert")
     assert not OrmQ.objects.exists()
